@@ -1,0 +1,122 @@
+/* log.c - see log.h */
+#include "log.h"
+#include "exitcode.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+
+const char *progname = "sluice";
+int log_verbose;
+
+void
+log_init(const char *argv0)
+{
+	const char *slash = argv0 ? strrchr(argv0, '/') : NULL;
+
+	if (argv0)
+		progname = slash ? slash + 1 : argv0;
+	signal(SIGXFSZ, SIG_IGN);
+	signal(SIGPIPE, SIG_IGN);
+	if (getenv("SLUICE_VERBOSE") && *getenv("SLUICE_VERBOSE") == '1')
+		log_verbose = 1;
+}
+
+static void
+vmsg(const char *prefix, const char *fmt, va_list ap)
+{
+	char buf[2048];
+
+	vsnprintf(buf, sizeof buf, fmt, ap);
+	/* One line per diagnostic: a message never spans lines. */
+	for (char *p = buf; *p; p++)
+		if (*p == '\n' || *p == '\r')
+			*p = ' ';
+	fprintf(stderr, "%s: %s%s\n", progname, prefix, buf);
+}
+
+void
+warnmsg(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vmsg("", fmt, ap);
+	va_end(ap);
+}
+
+void
+debugmsg(const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!log_verbose)
+		return;
+	va_start(ap, fmt);
+	vmsg("debug: ", fmt, ap);
+	va_end(ap);
+}
+
+void
+die(int status, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vmsg("fatal: ", fmt, ap);
+	va_end(ap);
+	exit(status);
+}
+
+void
+linemsg(const char *source, unsigned long line, const char *fmt, ...)
+{
+	char prefix[512];
+	va_list ap;
+
+	snprintf(prefix, sizeof prefix, "%s:%lu: ", source, line);
+	va_start(ap, fmt);
+	vmsg(prefix, fmt, ap);
+	va_end(ap);
+}
+
+int
+finish_stdout(void)
+{
+	if (fflush(stdout) != 0 || ferror(stdout)) {
+		warnmsg("cannot write standard output: %s", strerror(errno));
+		return EXIT_IOERR;
+	}
+	return EXIT_OK;
+}
+
+void
+print_help(const char *text)
+{
+	fputs(text, stdout);
+	exit(finish_stdout());
+}
+
+void
+print_version(void)
+{
+	printf("%s %s\n", progname, SLUICE_VERSION);
+	exit(finish_stdout());
+}
+
+void
+usage_error(const char *text, const char *fmt, ...)
+{
+	va_list ap;
+	const char *nl;
+
+	va_start(ap, fmt);
+	vmsg("", fmt, ap);
+	va_end(ap);
+	/* The first line of the help text is the synopsis. */
+	nl = strchr(text, '\n');
+	fprintf(stderr, "%.*s\n", nl ? (int)(nl - text) : (int)strlen(text), text);
+	fprintf(stderr, "Try '%s --help' for more information.\n", progname);
+	exit(EXIT_USAGE);
+}

@@ -1,0 +1,773 @@
+/*
+ * journal-append - append events (NDJSON on stdin) to the journal, durably.
+ *
+ * Reads:  one JSON object per line. Empty lines are skipped; CRLF is fine.
+ * Writes: with --report, one disposition record per input line on stdout:
+ *           {"line":3,"event_id":"...","seq":17,"status":"appended","reason":null}
+ *         a one-line summary on stderr.
+ * Promises:
+ *   - a line reported appended or duplicate (or exit 0) is committed;
+ *   - a line that cannot be journaled is quarantined with its raw bytes and a
+ *     reason, and named on stderr; it is never silently dropped;
+ *   - an event already in the journal is never overwritten: the same event_id
+ *     with the same canonical payload is a duplicate, with another payload a
+ *     conflict (quarantined);
+ *   - the payload is stored byte for byte as received. When the event has no
+ *     event_id, a UUIDv7 is inserted as its first member and every other
+ *     byte is kept.
+ *
+ * Lines are committed in transactions of --batch lines, and at least every
+ * 200 ms while input trickles in. Within a transaction one multi-row insert
+ * runs inside a savepoint; if it fails, each row is retried in a savepoint of
+ * its own, so one bad row never takes its neighbours with it.
+ */
+#include "clock.h"
+#include "config.h"
+#include "db.h"
+#include "exitcode.h"
+#include "json.h"
+#include "log.h"
+#include "ndjson.h"
+
+#include <errno.h>
+#include <fnmatch.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+static const char usage[] =
+"usage: journal-append [-d PATH] [--source NAME] [--producer NAME] [--report]\n"
+"                      [--require KEY]... [--max-bytes N] [--batch N]\n"
+"                      [--sync full|normal] [--busy-timeout DURATION] [-q] < events.ndjson\n"
+"\n"
+"Append events, one JSON object per line, to the journal.\n"
+"\n"
+"  -d, --db PATH            journal (default: $SLUICE_DB, config, ~/.local/state/sluice/journal.db)\n"
+"      --source NAME        name recorded with quarantined lines (default: stdin)\n"
+"      --producer NAME      producer stored with each event (default: $SLUICE_PRODUCER)\n"
+"      --report             print one disposition record per input line on stdout\n"
+"      --require KEY        quarantine events lacking KEY (dotted path: data.order_id)\n"
+"      --max-bytes N        longest accepted line (default 1048576)\n"
+"      --batch N            lines per transaction (default 1000)\n"
+"      --sync MODE          full: fsync every commit (default); normal: faster, a power\n"
+"                           loss may lose the last commits (never corrupts)\n"
+"      --busy-timeout DUR   wait this long for a locked journal (default 5s), then exit 75\n"
+"  -q, --quiet              no summary on stderr\n"
+"  -v, --verbose            more diagnostics\n"
+"  -h, --help               this help\n"
+"  -V, --version            print the version\n"
+"\n"
+"Exit: 0 all appended or duplicate, 65 some lines quarantined, 73 cannot create\n"
+"the journal, 74 I/O error or disk full, 75 journal busy, 78 journal too new.\n";
+
+/* The most rows one INSERT statement carries: 6 columns each, well below
+ * SQLite's limit on bound parameters. */
+#define ROWS_PER_INSERT 64
+#define COMMIT_EVERY_MS 200
+#define MAX_PENDING_BYTES (8u << 20)
+
+enum disposition { D_APPENDED, D_DUPLICATE, D_QUARANTINED };
+
+struct row {
+	unsigned long lineno;
+	int quarantine;            /* 1: goes to the quarantine table */
+	char *bytes;               /* the payload, or the raw line when quarantined */
+	size_t len;
+	int64_t raw_bytes;         /* the line's length; -1 when it was cut */
+	char event_id[129];
+	char *event_type, *coalesce_key;
+	const char *reason;        /* quarantine reason (a fixed word) */
+	char *detail;              /* what exactly is wrong */
+	int64_t seq;               /* the event's seq once appended or found */
+	enum disposition result;
+};
+
+static struct {
+	const char *db_flag, *source, *producer, *sync, *busy;
+	char **required;
+	int nrequired;
+	size_t max_bytes;
+	long batch;
+	int report, quiet;
+} opt = { .source = "stdin", .max_bytes = 1u << 20, .batch = 1000 };
+
+static struct {
+	sqlite3 *db;
+	const char *path;
+	sqlite3_stmt *insert_many, *insert_one, *find, *quarantine;
+	struct row *rows;
+	size_t nrows, cap, bytes;
+	int64_t first_row_at;       /* monotonic ms of the oldest uncommitted row */
+	unsigned long committed_line; /* every input line up to here is durable */
+	unsigned long appended, duplicates, quarantined;
+} st;
+
+/* --- UUIDv7: 48 bits of Unix ms, then random bits, monotonic per process --- */
+
+static void
+uuid7(char out[37])
+{
+	static int64_t last_ms = -1;
+	static unsigned char last[16];
+	unsigned char b[16];
+	int64_t ms = now_ms();
+
+	if (ms == last_ms) {
+		/* Same millisecond: count up from the previous id so ids stay ordered. */
+		memcpy(b, last, sizeof b);
+		for (int i = 15; i >= 6; i--)
+			if (++b[i] != 0)
+				break;
+	} else {
+		if (getrandom(b, sizeof b, 0) != (ssize_t)sizeof b)
+			die(EXIT_SOFTWARE, "getrandom: %s", strerror(errno));
+		for (int i = 0; i < 6; i++)
+			b[i] = (unsigned char)(ms >> (40 - 8 * i));
+		b[8] &= 0x3f; /* leave headroom for counting up */
+	}
+	b[6] = (unsigned char)(0x70 | (b[6] & 0x0f));
+	b[8] = (unsigned char)(0x80 | (b[8] & 0x3f));
+	memcpy(last, b, sizeof b);
+	last_ms = ms;
+	snprintf(out, 37,
+	    "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
+	    b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11],
+	    b[12], b[13], b[14], b[15]);
+}
+
+static int
+valid_event_id(const char *id, size_t len)
+{
+	if (len < 1 || len > 128)
+		return 0;
+	for (size_t i = 0; i < len; i++) {
+		char c = id[i];
+
+		if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+		    c == '.' || c == '_' || c == ':' || c == '-'))
+			return 0;
+	}
+	return 1;
+}
+
+static char *
+xstrdup(const char *s)
+{
+	char *d = s ? strdup(s) : NULL;
+
+	if (s && !d)
+		die(EXIT_SOFTWARE, "out of memory");
+	return d;
+}
+
+static char *
+xmemdup(const char *p, size_t n, size_t extra)
+{
+	char *d = malloc(n + extra + 1);
+
+	if (!d)
+		die(EXIT_SOFTWARE, "out of memory");
+	memcpy(d, p, n);
+	d[n] = '\0';
+	return d;
+}
+
+static char *
+fmt(const char *f, ...) __attribute__((format(printf, 1, 2)));
+
+static char *
+fmt(const char *f, ...)
+{
+	va_list ap;
+	char buf[512];
+
+	va_start(ap, f);
+	vsnprintf(buf, sizeof buf, f, ap);
+	va_end(ap);
+	return xstrdup(buf);
+}
+
+static struct row *
+new_row(unsigned long lineno)
+{
+	struct row *r;
+
+	if (st.nrows == st.cap) {
+		size_t cap = st.cap ? st.cap * 2 : 256;
+		struct row *grown = realloc(st.rows, cap * sizeof *grown);
+
+		if (!grown)
+			die(EXIT_SOFTWARE, "out of memory");
+		st.rows = grown;
+		st.cap = cap;
+	}
+	r = &st.rows[st.nrows++];
+	memset(r, 0, sizeof *r);
+	r->lineno = lineno;
+	r->seq = -1;
+	if (st.nrows == 1)
+		st.first_row_at = mono_ms();
+	return r;
+}
+
+static void
+quarantine_row(struct row *r, const char *data, size_t len, int64_t raw_bytes,
+    const char *reason, char *detail)
+{
+	r->quarantine = 1;
+	r->bytes = xmemdup(data, len, 0);
+	r->len = len;
+	r->raw_bytes = raw_bytes;
+	r->reason = reason;
+	r->detail = detail;
+	st.bytes += len;
+}
+
+/* Checks one line and queues it as an event or for quarantine. */
+static void
+take_line(const char *data, size_t len, unsigned long lineno)
+{
+	struct row *r;
+	json_t *event, *v;
+	json_error_t err;
+	const char *nul;
+	size_t i;
+
+	for (i = 0; i < len && (data[i] == ' ' || data[i] == '\t'); i++)
+		;
+	if (i == len)
+		return; /* empty line */
+	r = new_row(lineno);
+
+	if ((nul = memchr(data, '\0', len)) != NULL) {
+		quarantine_row(r, data, len, (int64_t)len, "nul_byte",
+		    fmt("NUL byte at byte %zu", (size_t)(nul - data) + 1));
+		return;
+	}
+	event = json_loadb(data, len, JSON_STRICT_FLAGS | JSON_ALLOW_NUL, &err);
+	if (!event && json_error_code(&err) == json_error_numeric_overflow)
+		event = json_loadb(data, len, JSON_STRICT_FLAGS | JSON_ALLOW_NUL |
+		    JSON_DECODE_INT_AS_REAL, &err);
+	if (!event) {
+		int utf8 = json_error_code(&err) == json_error_invalid_utf8;
+
+		quarantine_row(r, data, len, (int64_t)len, utf8 ? "invalid_utf8" : "invalid_json",
+		    fmt("%s at byte %d", err.text, err.position));
+		return;
+	}
+	if (!json_is_object(event)) {
+		quarantine_row(r, data, len, (int64_t)len, "not_object",
+		    fmt("a JSON %s, not an object", json_is_array(event) ? "array" :
+		    json_is_string(event) ? "string" : "scalar"));
+		goto done;
+	}
+	v = json_object_get(event, "event_id");
+	if (v) {
+		const char *id = json_string_value(v);
+
+		if (!id || !valid_event_id(id, json_string_length(v))) {
+			quarantine_row(r, data, len, (int64_t)len, "bad_event_id",
+			    xstrdup("event_id must be a string of 1-128 characters from "
+			    "A-Z a-z 0-9 . _ : -"));
+			goto done;
+		}
+		memcpy(r->event_id, id, json_string_length(v) + 1);
+	}
+	for (const char *const *k = (const char *const[]){ "event_type", "coalesce_key", NULL };
+	    *k; k++) {
+		v = json_object_get(event, *k);
+		if (v && !json_is_string(v)) {
+			quarantine_row(r, data, len, (int64_t)len, "bad_field",
+			    fmt("%s must be a string", *k));
+			goto done;
+		}
+	}
+	for (int k = 0; k < opt.nrequired; k++) {
+		v = json_get_path(event, opt.required[k]);
+		if (!v || json_is_null(v)) {
+			quarantine_row(r, data, len, (int64_t)len, "missing_key",
+			    fmt("required key %s is missing", opt.required[k]));
+			goto done;
+		}
+	}
+	r->event_type = xstrdup(json_str(event, "event_type"));
+	r->coalesce_key = xstrdup(json_str(event, "coalesce_key"));
+
+	if (r->event_id[0]) {
+		r->bytes = xmemdup(data, len, 0);
+		r->len = len;
+	} else {
+		/* Insert "event_id":"<uuid>" as the first member; keep every other byte. */
+		const char *brace = memchr(data, '{', len);
+		size_t head = (size_t)(brace - data) + 1;
+		char member[64];
+		int mlen;
+
+		uuid7(r->event_id);
+		mlen = snprintf(member, sizeof member, "\"event_id\":\"%s\"%s", r->event_id,
+		    json_object_size(event) > 1 || (json_object_size(event) == 1 &&
+		    !json_object_get(event, "event_id")) ? "," : "");
+		r->bytes = malloc(len + (size_t)mlen + 1);
+		if (!r->bytes)
+			die(EXIT_SOFTWARE, "out of memory");
+		memcpy(r->bytes, data, head);
+		memcpy(r->bytes + head, member, (size_t)mlen);
+		memcpy(r->bytes + head + mlen, data + head, len - head);
+		r->len = len + (size_t)mlen;
+		r->bytes[r->len] = '\0';
+	}
+	r->raw_bytes = (int64_t)len;
+	st.bytes += r->len;
+done:
+	json_decref(event);
+}
+
+/* --- writing a batch --- */
+
+static _Noreturn void
+fail(int rc, const char *what)
+{
+	const char *msg = sqlite3_errmsg(st.db);
+
+	sqlite3_exec(st.db, "ROLLBACK", NULL, NULL, NULL);
+	if ((rc & 0xff) == SQLITE_BUSY)
+		die(EXIT_TEMPFAIL, "%s: journal %s is busy past the busy timeout; input up to "
+		    "line %lu is committed", what, st.path, st.committed_line);
+	die(db_exit_status(rc), "%s: %s: %s; input up to line %lu is committed, "
+	    "nothing after it was written", what, st.path, msg, st.committed_line);
+}
+
+static void
+exec_or_fail(const char *sql)
+{
+	int rc = sqlite3_exec(st.db, sql, NULL, NULL, NULL);
+
+	if (rc != SQLITE_OK)
+		fail(rc, "journal-append");
+}
+
+/* INSERT of n rows; a taken event_id makes its row do nothing. */
+static void
+insert_sql(char *sql, size_t size, int n)
+{
+	size_t off = (size_t)snprintf(sql, size,
+	    "INSERT INTO events(event_id, event_type, coalesce_key, producer, payload,"
+	    " appended_at) VALUES ");
+
+	for (int i = 0; i < n; i++)
+		off += (size_t)snprintf(sql + off, size - off, "%s(?,?,?,?,?,?)", i ? "," : "");
+	snprintf(sql + off, size - off, " ON CONFLICT(event_id) DO NOTHING RETURNING seq, event_id");
+}
+
+static void
+bind_row(sqlite3_stmt *s, int base, const struct row *r, int64_t now)
+{
+	sqlite3_bind_text(s, base + 1, r->event_id, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, base + 2, r->event_type, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, base + 3, r->coalesce_key, -1, SQLITE_STATIC);
+	db_bind_text(s, base + 4, opt.producer);
+	sqlite3_bind_text(s, base + 5, r->bytes, (int)r->len, SQLITE_STATIC);
+	sqlite3_bind_int64(s, base + 6, now);
+}
+
+struct inserted {
+	int64_t seq;
+	char event_id[129];
+};
+
+static int
+cmp_seq(const void *a, const void *b)
+{
+	int64_t x = ((const struct inserted *)a)->seq, y = ((const struct inserted *)b)->seq;
+
+	return (x > y) - (x < y);
+}
+
+/* Inserts n event rows with one statement and marks the ones inserted; a row
+ * whose event_id is taken is left for settle_existing(). Returns an SQLite code. */
+static int
+insert_chunk(struct row **rows, int n, int64_t now)
+{
+	sqlite3_stmt *s = n == ROWS_PER_INSERT ? st.insert_many : NULL;
+	struct inserted done[ROWS_PER_INSERT];
+	int ndone = 0, rc, j = 0;
+
+	if (!s) {
+		/* A short final chunk: a statement of its exact size. */
+		char sql[8192];
+
+		insert_sql(sql, sizeof sql, n);
+		rc = sqlite3_prepare_v2(st.db, sql, -1, &s, NULL);
+		if (rc != SQLITE_OK)
+			return rc;
+	}
+	for (int i = 0; i < n; i++)
+		bind_row(s, i * 6, rows[i], now);
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		done[ndone].seq = sqlite3_column_int64(s, 0);
+		snprintf(done[ndone].event_id, sizeof done[ndone].event_id, "%s",
+		    (const char *)sqlite3_column_text(s, 1));
+		ndone++;
+	}
+	sqlite3_reset(s);
+	sqlite3_clear_bindings(s);
+	if (s != st.insert_many)
+		sqlite3_finalize(s);
+	if (rc != SQLITE_DONE)
+		return rc;
+	/* Rows go in in VALUES order and take increasing seqs: sorted by seq, the
+	 * inserted ids follow the rows' order, skipping the ones that conflicted. */
+	qsort(done, (size_t)ndone, sizeof done[0], cmp_seq);
+	for (int i = 0; i < n && j < ndone; i++) {
+		if (strcmp(rows[i]->event_id, done[j].event_id) == 0) {
+			rows[i]->seq = done[j].seq;
+			rows[i]->result = D_APPENDED;
+			j++;
+		}
+	}
+	return SQLITE_OK;
+}
+
+static int
+insert_one(struct row *r, int64_t now)
+{
+	int rc;
+
+	bind_row(st.insert_one, 0, r, now);
+	rc = sqlite3_step(st.insert_one);
+	if (rc == SQLITE_ROW) {
+		r->seq = sqlite3_column_int64(st.insert_one, 0);
+		r->result = D_APPENDED;
+		rc = sqlite3_step(st.insert_one);
+	}
+	sqlite3_reset(st.insert_one);
+	sqlite3_clear_bindings(st.insert_one);
+	return rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
+/* The canonical form of a payload, or NULL if it does not parse. */
+static char *
+canonical_of(const char *bytes, size_t len)
+{
+	json_t *v = json_loadb(bytes, len, JSON_ALLOW_NUL, NULL);
+	char *c;
+
+	if (!v)
+		v = json_loadb(bytes, len, JSON_ALLOW_NUL | JSON_DECODE_INT_AS_REAL, NULL);
+	if (!v)
+		return NULL;
+	c = json_canonical(v);
+	json_decref(v);
+	return c;
+}
+
+/* The event_id of r is taken. Same canonical payload: duplicate; else conflict. */
+static void
+settle_existing(struct row *r)
+{
+	int rc;
+	int64_t seq;
+	const unsigned char *stored;
+	int same = 0;
+
+	sqlite3_bind_text(st.find, 1, r->event_id, -1, SQLITE_STATIC);
+	rc = sqlite3_step(st.find);
+	if (rc != SQLITE_ROW) {
+		sqlite3_reset(st.find);
+		fail(rc == SQLITE_DONE ? SQLITE_INTERNAL : rc, "cannot look up event");
+	}
+	seq = sqlite3_column_int64(st.find, 0);
+	stored = sqlite3_column_text(st.find, 1);
+	if (!stored) {
+		same = 1; /* its payload was archived by gc: it was delivered; a resend */
+	} else {
+		char *ca = canonical_of((const char *)stored, (size_t)sqlite3_column_bytes(st.find, 1));
+		char *cb = canonical_of(r->bytes, r->len);
+
+		same = ca && cb && strcmp(ca, cb) == 0;
+		free(ca);
+		free(cb);
+	}
+	sqlite3_reset(st.find);
+	r->seq = seq;
+	if (same) {
+		r->result = D_DUPLICATE;
+		return;
+	}
+	r->quarantine = 1;
+	r->reason = "conflict";
+	r->detail = fmt("event_id %s is already journaled (seq %" PRId64 ") with a different payload",
+	    r->event_id, seq);
+}
+
+static int
+insert_quarantine(struct row *r, int64_t now)
+{
+	sqlite3_stmt *s = st.quarantine;
+	int rc;
+
+	sqlite3_bind_int64(s, 1, now);
+	sqlite3_bind_text(s, 2, opt.source, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 3, (sqlite3_int64)r->lineno);
+	sqlite3_bind_text(s, 4, r->reason, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 5, r->detail, -1, SQLITE_STATIC);
+	db_bind_text(s, 6, r->event_id[0] ? r->event_id : NULL);
+	db_bind_text(s, 7, opt.producer);
+	sqlite3_bind_blob(s, 8, r->bytes, (int)r->len, SQLITE_STATIC);
+	if (r->raw_bytes >= 0)
+		sqlite3_bind_int64(s, 9, r->raw_bytes);
+	else
+		sqlite3_bind_null(s, 9);
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW) {
+		r->seq = sqlite3_column_int64(s, 0);
+		rc = sqlite3_step(s);
+	}
+	sqlite3_reset(s);
+	return rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
+static int
+is_fatal(int rc)
+{
+	int primary = rc & 0xff;
+
+	return primary == SQLITE_FULL || primary == SQLITE_IOERR || primary == SQLITE_BUSY ||
+	    primary == SQLITE_NOMEM || primary == SQLITE_CORRUPT || primary == SQLITE_READONLY;
+}
+
+static void
+report_row(const struct row *r)
+{
+	json_t *rec;
+
+	if (r->quarantine) {
+		linemsg(opt.source, r->lineno, "quarantined (%s): %s", r->reason, r->detail);
+		st.quarantined++;
+	} else if (r->result == D_DUPLICATE) {
+		st.duplicates++;
+	} else {
+		st.appended++;
+	}
+	if (!opt.report)
+		return;
+	rec = json_object();
+	json_object_set_new(rec, "line", json_integer((json_int_t)r->lineno));
+	json_object_set_new(rec, "event_id", r->event_id[0] ? json_string(r->event_id) : json_null());
+	json_object_set_new(rec, "seq", !r->quarantine && r->seq >= 0 ? json_integer(r->seq) : json_null());
+	json_object_set_new(rec, "status", json_string(r->quarantine ? "quarantined" :
+	    r->result == D_DUPLICATE ? "duplicate" : "appended"));
+	json_object_set_new(rec, "reason", r->quarantine ? json_string(r->reason) : json_null());
+	if (r->quarantine)
+		json_object_set_new(rec, "quarantine_id", json_integer(r->seq));
+	json_write(stdout, rec);
+	putchar('\n');
+	json_decref(rec);
+}
+
+static void
+clear_rows(void)
+{
+	for (size_t i = 0; i < st.nrows; i++) {
+		free(st.rows[i].bytes);
+		free(st.rows[i].event_type);
+		free(st.rows[i].coalesce_key);
+		free(st.rows[i].detail);
+	}
+	st.nrows = 0;
+	st.bytes = 0;
+}
+
+static void
+commit_rows(void)
+{
+	struct row *events[ROWS_PER_INSERT];
+	int64_t now = now_ms();
+	int n = 0, rc = SQLITE_OK;
+
+	if (st.nrows == 0)
+		return;
+	exec_or_fail("BEGIN IMMEDIATE");
+	exec_or_fail("SAVEPOINT batch");
+	for (size_t i = 0; i < st.nrows && rc == SQLITE_OK; i++) {
+		if (st.rows[i].quarantine)
+			continue;
+		events[n++] = &st.rows[i];
+		if (n == ROWS_PER_INSERT) {
+			rc = insert_chunk(events, n, now);
+			n = 0;
+		}
+	}
+	if (rc == SQLITE_OK && n > 0)
+		rc = insert_chunk(events, n, now);
+	if (rc != SQLITE_OK) {
+		if (is_fatal(rc))
+			fail(rc, "cannot append");
+		/* The optimistic insert failed: undo it and go row by row, so the
+		 * one row at fault is quarantined and its neighbours still land. */
+		debugmsg("batch insert failed (%s); inserting row by row", sqlite3_errmsg(st.db));
+		exec_or_fail("ROLLBACK TO batch");
+		for (size_t i = 0; i < st.nrows; i++) {
+			struct row *r = &st.rows[i];
+
+			if (r->quarantine)
+				continue;
+			r->seq = -1;
+			r->result = D_APPENDED;
+			exec_or_fail("SAVEPOINT one");
+			rc = insert_one(r, now);
+			if (rc != SQLITE_OK) {
+				if (is_fatal(rc))
+					fail(rc, "cannot append");
+				r->quarantine = 1;
+				r->reason = "insert_failed";
+				r->detail = fmt("%s", sqlite3_errmsg(st.db));
+				exec_or_fail("ROLLBACK TO one");
+			}
+			exec_or_fail("RELEASE one");
+		}
+	}
+	exec_or_fail("RELEASE batch");
+	for (size_t i = 0; i < st.nrows; i++) {
+		struct row *r = &st.rows[i];
+
+		if (!r->quarantine && r->seq < 0)
+			settle_existing(r);
+		if (r->quarantine && (rc = insert_quarantine(r, now)) != SQLITE_OK)
+			fail(rc, "cannot quarantine");
+	}
+	exec_or_fail("COMMIT");
+	st.committed_line = st.rows[st.nrows - 1].lineno;
+	for (size_t i = 0; i < st.nrows; i++)
+		report_row(&st.rows[i]);
+	if (opt.report && fflush(stdout) != 0)
+		die(EXIT_IOERR, "cannot write standard output: %s", strerror(errno));
+	clear_rows();
+}
+
+static void
+prepare_statements(void)
+{
+	char sql[8192];
+
+	insert_sql(sql, sizeof sql, ROWS_PER_INSERT);
+	st.insert_many = db_prepare(st.db, sql);
+	insert_sql(sql, sizeof sql, 1);
+	st.insert_one = db_prepare(st.db, sql);
+	st.find = db_prepare(st.db, "SELECT seq, payload FROM events WHERE event_id = ?");
+	st.quarantine = db_prepare(st.db,
+	    "INSERT INTO quarantine(received_at, source, line_no, reason, detail, event_id,"
+	    " producer, raw, raw_bytes) VALUES (?,?,?,?,?,?,?,?,?) RETURNING id");
+}
+
+static long
+parse_count(const char *arg, const char *name, long min)
+{
+	char *end;
+	long v;
+
+	errno = 0;
+	v = strtol(arg, &end, 10);
+	if (errno || *end || end == arg || v < min)
+		usage_error(usage, "%s must be a number >= %ld, not '%s'", name, min, arg);
+	return v;
+}
+
+int
+main(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "db", required_argument, NULL, 'd' },
+		{ "source", required_argument, NULL, 's' },
+		{ "producer", required_argument, NULL, 'p' },
+		{ "report", no_argument, NULL, 'r' },
+		{ "require", required_argument, NULL, 'R' },
+		{ "max-bytes", required_argument, NULL, 'm' },
+		{ "batch", required_argument, NULL, 'b' },
+		{ "sync", required_argument, NULL, 'S' },
+		{ "busy-timeout", required_argument, NULL, 'B' },
+		{ "quiet", no_argument, NULL, 'q' },
+		{ "verbose", no_argument, NULL, 'v' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ NULL, 0, NULL, 0 }
+	};
+	struct line_reader in;
+	struct line line;
+	int c, status = EXIT_OK;
+
+	log_init(argv[0]);
+	opt.required = calloc((size_t)argc, sizeof *opt.required);
+	if (!opt.required)
+		die(EXIT_SOFTWARE, "out of memory");
+	while ((c = getopt_long(argc, argv, "d:qvhV", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'd': opt.db_flag = optarg; break;
+		case 's': opt.source = optarg; break;
+		case 'p': opt.producer = optarg; break;
+		case 'r': opt.report = 1; break;
+		case 'R': opt.required[opt.nrequired++] = optarg; break;
+		case 'm': opt.max_bytes = (size_t)parse_count(optarg, "--max-bytes", 1); break;
+		case 'b': opt.batch = parse_count(optarg, "--batch", 1); break;
+		case 'S': opt.sync = optarg; break;
+		case 'B': opt.busy = optarg; break;
+		case 'q': opt.quiet = 1; break;
+		case 'v': log_verbose = 1; break;
+		case 'h': print_help(usage);
+		case 'V': print_version();
+		default: usage_error(usage, "unknown option");
+		}
+	}
+	if (optind < argc)
+		usage_error(usage, "unexpected argument '%s' (events are read from standard input)",
+		    argv[optind]);
+	opt.producer = setting_get("producer", opt.producer, NULL);
+	st.path = journal_path(opt.db_flag);
+	st.db = db_open(st.path, DB_CREATE, opt.sync, opt.busy);
+	prepare_statements();
+
+	line_reader_init(&in, STDIN_FILENO, opt.source, opt.max_bytes);
+	for (;;) {
+		int timeout = -1;
+		enum line_result lr;
+
+		if (st.nrows > 0) {
+			int64_t left = COMMIT_EVERY_MS - (mono_ms() - st.first_row_at);
+
+			timeout = left > 0 ? (int)left : 0;
+		}
+		lr = line_next(&in, &line, timeout);
+		if (lr == LINE_TIMEOUT) {
+			commit_rows();
+			continue;
+		}
+		if (lr == LINE_EOF)
+			break;
+		if (lr == LINE_ERROR) {
+			commit_rows();
+			die(EXIT_IOERR, "cannot read %s: %s; input up to line %lu is committed",
+			    opt.source, strerror(errno), st.committed_line);
+		}
+		if (lr == LINE_TOOLONG)
+			quarantine_row(new_row(line.lineno), line.data, line.len, -1, "too_long",
+			    fmt("line longer than %zu bytes (--max-bytes); its first %zu bytes are kept",
+			    opt.max_bytes, opt.max_bytes));
+		else
+			take_line(line.data, line.len, line.lineno);
+		if (st.nrows >= (size_t)opt.batch || st.bytes >= MAX_PENDING_BYTES)
+			commit_rows();
+	}
+	commit_rows();
+	line_reader_free(&in);
+	db_close(st.db);
+	if (!opt.quiet)
+		warnmsg("%lu appended, %lu duplicate, %lu quarantined", st.appended, st.duplicates,
+		    st.quarantined);
+	if (st.quarantined > 0)
+		status = EXIT_DATAERR;
+	c = finish_stdout();
+	return c != EXIT_OK ? c : status;
+}
