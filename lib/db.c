@@ -47,7 +47,7 @@ static const char *const migrations[] = {
 	"  format TEXT NOT NULL DEFAULT 'batch',"
 	"  auth_env TEXT,"
 	"  auth_file TEXT,"
-	"  batch_events INTEGER NOT NULL DEFAULT 500,"
+	"  batch_events INTEGER NOT NULL DEFAULT 1000,"
 	"  batch_bytes INTEGER NOT NULL DEFAULT 4194304,"
 	"  max_event_bytes INTEGER NOT NULL DEFAULT 1048576,"
 	"  timeout_ms INTEGER NOT NULL DEFAULT 10000,"

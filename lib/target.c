@@ -1,0 +1,110 @@
+/* target.c - see target.h */
+#include "target.h"
+#include "db.h"
+#include "exitcode.h"
+#include "log.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+const char TARGET_COLUMNS[] =
+	"id, name, url, format, auth_env, auth_file, batch_events, batch_bytes,"
+	" max_event_bytes, timeout_ms, max_rejections, gzip, insecure, enabled, headers,"
+	" cacert, cursor_seq, consecutive_failures, failing_since, next_attempt_at,"
+	" last_attempt_at, last_success_at, last_category, last_error, last_categories,"
+	" last_http_status, created_at";
+
+int
+target_name_valid(const char *name)
+{
+	size_t n = strlen(name);
+
+	if (n < 1 || n > 64)
+		return 0;
+	for (size_t i = 0; i < n; i++)
+		if (!((name[i] >= 'a' && name[i] <= 'z') || (name[i] >= '0' && name[i] <= '9') ||
+		    name[i] == '_' || name[i] == '-'))
+			return 0;
+	return 1;
+}
+
+static int64_t
+col_int(sqlite3_stmt *s, int c)
+{
+	return sqlite3_column_type(s, c) == SQLITE_NULL ? 0 : sqlite3_column_int64(s, c);
+}
+
+void
+target_from_row(sqlite3_stmt *s, struct target *t)
+{
+	memset(t, 0, sizeof *t);
+	t->id = sqlite3_column_int64(s, 0);
+	snprintf(t->name, sizeof t->name, "%s", (const char *)sqlite3_column_text(s, 1));
+	t->url = db_column_strdup(s, 2);
+	snprintf(t->format, sizeof t->format, "%s", (const char *)sqlite3_column_text(s, 3));
+	t->auth_env = db_column_strdup(s, 4);
+	t->auth_file = db_column_strdup(s, 5);
+	t->batch_events = col_int(s, 6);
+	t->batch_bytes = col_int(s, 7);
+	t->max_event_bytes = col_int(s, 8);
+	t->timeout_ms = col_int(s, 9);
+	t->max_rejections = col_int(s, 10);
+	t->gzip = (int)col_int(s, 11);
+	t->insecure = (int)col_int(s, 12);
+	t->enabled = (int)col_int(s, 13);
+	t->headers = db_column_strdup(s, 14);
+	t->cacert = db_column_strdup(s, 15);
+	t->cursor_seq = col_int(s, 16);
+	t->consecutive_failures = col_int(s, 17);
+	t->failing_since = col_int(s, 18);
+	t->next_attempt_at = col_int(s, 19);
+	t->last_attempt_at = col_int(s, 20);
+	t->last_success_at = col_int(s, 21);
+	t->last_category = db_column_strdup(s, 22);
+	t->last_error = db_column_strdup(s, 23);
+	t->last_categories = db_column_strdup(s, 24);
+	t->last_http_status = col_int(s, 25);
+	t->created_at = col_int(s, 26);
+}
+
+int
+target_load(sqlite3 *db, const char *name, struct target *t)
+{
+	char sql[1024];
+	sqlite3_stmt *s;
+	int rc;
+
+	snprintf(sql, sizeof sql, "SELECT %s FROM targets WHERE name = ?", TARGET_COLUMNS);
+	s = db_prepare(db, sql);
+	sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC);
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW)
+		target_from_row(s, t);
+	else if (rc != SQLITE_DONE)
+		db_die(db, rc, "cannot read targets");
+	sqlite3_finalize(s);
+	return rc == SQLITE_ROW ? 0 : -1;
+}
+
+void
+target_load_or_die(sqlite3 *db, const char *name, struct target *t)
+{
+	if (!target_name_valid(name))
+		die(EXIT_USAGE, "'%s' is not a valid target name ([a-z0-9_-], 1-64 characters)", name);
+	if (target_load(db, name, t) != 0)
+		die(EXIT_UNAVAILABLE, "no target named '%s' (see: sluice target list)", name);
+}
+
+void
+target_free(struct target *t)
+{
+	free(t->url);
+	free(t->auth_env);
+	free(t->auth_file);
+	free(t->headers);
+	free(t->cacert);
+	free(t->last_category);
+	free(t->last_error);
+	free(t->last_categories);
+	memset(t, 0, sizeof *t);
+}
