@@ -141,33 +141,54 @@ check_settings(const struct settings *s)
 		die(EXIT_CONFIG, "--insecure and --cacert contradict each other");
 }
 
+static json_t *
+time_or_null(int64_t ms)
+{
+	char buf[32];
+
+	return ms ? json_string(format_time(ms, buf)) : json_null();
+}
+
+static json_t *
+str_or_null(const char *s)
+{
+	return s ? json_string(s) : json_null();
+}
+
 static void
 print_json_target(const struct target *t)
 {
 	json_t *headers = json_loads(t->headers ? t->headers : "[]", 0, NULL);
 	json_t *cats = t->last_categories ? json_loads(t->last_categories, 0, NULL) : NULL;
-	char a[32], b[32], c[32], d[32], e[32];
-	json_t *o = json_pack("{s:s, s:s, s:s, s:s?, s:s?, s:I, s:I, s:I, s:I, s:b, s:o, s:s?,"
-	    " s:b, s:I, s:b, s:I, s:I, s:s?, s:s?, s:s?, s:s?, s:s?, s:s?, s:I?, s:o, s:s}",
-	    "name", t->name, "url", t->url, "format", t->format,
-	    "auth_env", t->auth_env, "auth_file", t->auth_file,
-	    "batch_events", (json_int_t)t->batch_events, "batch_bytes", (json_int_t)t->batch_bytes,
-	    "max_event_bytes", (json_int_t)t->max_event_bytes, "timeout_ms", (json_int_t)t->timeout_ms,
-	    "gzip", t->gzip, "headers", headers ? headers : json_array(), "cacert", t->cacert,
-	    "insecure", t->insecure, "max_rejections", (json_int_t)t->max_rejections,
-	    "enabled", t->enabled, "cursor_seq", (json_int_t)t->cursor_seq,
-	    "consecutive_failures", (json_int_t)t->consecutive_failures,
-	    "failing_since", t->failing_since ? format_time(t->failing_since, a) : NULL,
-	    "next_attempt_at", t->next_attempt_at ? format_time(t->next_attempt_at, b) : NULL,
-	    "last_attempt_at", t->last_attempt_at ? format_time(t->last_attempt_at, c) : NULL,
-	    "last_success_at", t->last_success_at ? format_time(t->last_success_at, d) : NULL,
-	    "last_category", t->last_category, "last_error", t->last_error,
-	    "last_http_status", t->last_http_status ? json_integer(t->last_http_status) : json_null(),
-	    "last_categories", cats ? cats : json_object(),
-	    "created_at", format_time(t->created_at, e));
+	json_t *o = json_object();
 
-	if (!o)
-		die(EXIT_SOFTWARE, "cannot build the JSON for target %s", t->name);
+	json_object_set_new(o, "name", json_string(t->name));
+	json_object_set_new(o, "url", json_string(t->url));
+	json_object_set_new(o, "format", json_string(t->format));
+	json_object_set_new(o, "auth_env", str_or_null(t->auth_env));
+	json_object_set_new(o, "auth_file", str_or_null(t->auth_file));
+	json_object_set_new(o, "batch_events", json_integer(t->batch_events));
+	json_object_set_new(o, "batch_bytes", json_integer(t->batch_bytes));
+	json_object_set_new(o, "max_event_bytes", json_integer(t->max_event_bytes));
+	json_object_set_new(o, "timeout_ms", json_integer(t->timeout_ms));
+	json_object_set_new(o, "gzip", json_boolean(t->gzip));
+	json_object_set_new(o, "headers", headers ? headers : json_array());
+	json_object_set_new(o, "cacert", str_or_null(t->cacert));
+	json_object_set_new(o, "insecure", json_boolean(t->insecure));
+	json_object_set_new(o, "max_rejections", json_integer(t->max_rejections));
+	json_object_set_new(o, "enabled", json_boolean(t->enabled));
+	json_object_set_new(o, "cursor_seq", json_integer(t->cursor_seq));
+	json_object_set_new(o, "consecutive_failures", json_integer(t->consecutive_failures));
+	json_object_set_new(o, "failing_since", time_or_null(t->failing_since));
+	json_object_set_new(o, "next_attempt_at", time_or_null(t->next_attempt_at));
+	json_object_set_new(o, "last_attempt_at", time_or_null(t->last_attempt_at));
+	json_object_set_new(o, "last_success_at", time_or_null(t->last_success_at));
+	json_object_set_new(o, "last_category", str_or_null(t->last_category));
+	json_object_set_new(o, "last_error", str_or_null(t->last_error));
+	json_object_set_new(o, "last_http_status", t->last_http_status ?
+	    json_integer(t->last_http_status) : json_null());
+	json_object_set_new(o, "last_categories", cats ? cats : json_object());
+	json_object_set_new(o, "created_at", time_or_null(t->created_at));
 	json_write(stdout, o);
 	putchar('\n');
 	json_decref(o);

@@ -86,3 +86,26 @@ wait_until() {
 	echo "timed out waiting until: $1" >&2
 	return 1
 }
+
+# target_add NAME [ARGS...]: register a target at a URL nobody listens on,
+# unless ARGS name one.
+target_add() {
+	local name=$1
+	shift
+	if [ $# -gt 0 ] && [[ $1 == http* ]]; then
+		sluice target add "$name" "$@"
+	else
+		sluice target add "$name" http://127.0.0.1:9/none "$@"
+	fi
+}
+
+# outcome SEQ EVENT_ID STATUS [CATEGORY] [HTTP] [RETRY_AFTER_MS]: one outcome record.
+outcome() {
+	jq -cn --argjson seq "$1" --arg id "$2" --arg status "$3" --arg cat "${4:-}" \
+		--arg http "${5:-}" --arg ra "${6:-}" \
+		'{seq:$seq, event_id:$id, target:"prod", status:$status,
+		  category:(if $cat == "" then null else $cat end),
+		  http_status:(if $http == "" then null else ($http|tonumber) end),
+		  error:(if $cat == "" then null else "because \($cat)" end),
+		  retry_after_ms:(if $ra == "" then null else ($ra|tonumber) end)}'
+}
