@@ -40,7 +40,7 @@ MHD_LIBS = $$($(PKG_CONFIG) --libs libmicrohttpd)
 
 # Plumbing and porcelain go to LIBEXECDIR; sluice and stub-receiver to BINDIR.
 PLUMBING = journal-append select-undelivered post-batch record-results
-PORCELAIN = sluice-config sluice-quarantine sluice-target
+PORCELAIN = sluice-config sluice-quarantine sluice-target sluice-status
 FRONT = sluice
 SCRIPTS = drain
 SERVER =

@@ -1,0 +1,526 @@
+/*
+ * sluice-status - what is delivered, pending, failing, and why; at a glance.
+ *
+ * Human view by default (colour only on a terminal, never with NO_COLOR);
+ * --json for one stable document; --prometheus for node_exporter's textfile
+ * collector; --check for CI and monitoring (exit 1 and one line per problem).
+ * With --output FILE the result is written to FILE.tmp and renamed, so a
+ * reader never sees half of it.
+ *
+ * A target is FAILING when its last 3 or more attempts failed or it has been
+ * failing for 5 minutes or more; "backing off" after a first failure or two.
+ */
+#include "clock.h"
+#include "config.h"
+#include "db.h"
+#include "exitcode.h"
+#include "json.h"
+#include "log.h"
+#include "target.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static const char usage[] =
+"usage: sluice status [-d PATH] [--json | --prometheus] [--output FILE]\n"
+"       sluice status [-d PATH] --check [--max-age DURATION] [--max-failed N]\n"
+"\n"
+"Show, per target, what is delivered, pending, retrying and failed, and why.\n"
+"\n"
+"  -d, --db PATH          the journal\n"
+"      --json             one JSON document (keys in sluice-status(1))\n"
+"      --prometheus       Prometheus text format, for node_exporter's textfile collector\n"
+"  -o, --output FILE      write to FILE atomically (FILE.tmp, then rename)\n"
+"      --check            exit 1 and name each problem on stderr when a target is\n"
+"                         FAILING, or over --max-failed, or has an undelivered event\n"
+"                         older than --max-age\n"
+"      --max-age DUR      oldest acceptable undelivered event for --check (e.g. 1h)\n"
+"      --max-failed N     terminal failures acceptable per target for --check (default 0)\n"
+"  -h, --help             this help\n"
+"  -V, --version          print the version\n"
+"\n"
+"Exit: 0, 1 (--check found a problem), 64 usage, 66 no journal, 74 I/O error.\n";
+
+#define FAILING_AFTER 3                  /* consecutive failures */
+#define FAILING_FOR_MS (5 * 60 * 1000)   /* or failing this long */
+
+struct target_status {
+	struct target t;
+	const char *state;               /* ok, backing off, FAILING, disabled */
+	int64_t delivered, pending, retrying, failed;
+	int64_t oldest_undelivered_at;   /* appended_at; 0: none */
+	json_t *failed_categories;
+};
+
+static sqlite3 *db;
+static int64_t now;
+
+static int64_t
+count_of(sqlite3_stmt *s)
+{
+	int rc = sqlite3_step(s);
+	int64_t v = rc == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
+
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+		db_die(db, rc, "cannot read the journal");
+	sqlite3_reset(s);
+	return v;
+}
+
+static void
+gather(struct target_status *ts)
+{
+	static sqlite3_stmt *states, *pending, *oldest_pending, *oldest_retrying, *failed_cats;
+	struct target *t = &ts->t;
+	int rc;
+
+	if (!states) {
+		states = db_prepare(db, "SELECT state, count(*) FROM deliveries WHERE target_id = ?"
+		    " GROUP BY state");
+		pending = db_prepare(db, "SELECT count(*) FROM events e WHERE e.seq > ?2"
+		    " AND e.superseded_by IS NULL AND e.payload IS NOT NULL AND NOT EXISTS"
+		    " (SELECT 1 FROM deliveries d WHERE d.target_id = ?1 AND d.event_seq = e.seq)");
+		oldest_pending = db_prepare(db, "SELECT e.appended_at FROM events e WHERE e.seq > ?2"
+		    " AND e.superseded_by IS NULL AND e.payload IS NOT NULL AND NOT EXISTS"
+		    " (SELECT 1 FROM deliveries d WHERE d.target_id = ?1 AND d.event_seq = e.seq)"
+		    " ORDER BY e.seq LIMIT 1");
+		oldest_retrying = db_prepare(db, "SELECT min(e.appended_at) FROM deliveries d"
+		    " JOIN events e ON e.seq = d.event_seq WHERE d.target_id = ? AND d.state = 'retrying'");
+		failed_cats = db_prepare(db, "SELECT coalesce(category, 'unknown'), count(*)"
+		    " FROM deliveries WHERE target_id = ? AND state = 'failed' GROUP BY 1 ORDER BY 1");
+	}
+	sqlite3_bind_int64(states, 1, t->id);
+	while ((rc = sqlite3_step(states)) == SQLITE_ROW) {
+		const char *state = (const char *)sqlite3_column_text(states, 0);
+		int64_t n = sqlite3_column_int64(states, 1);
+
+		if (strcmp(state, "delivered") == 0)
+			ts->delivered = n;
+		else if (strcmp(state, "retrying") == 0)
+			ts->retrying = n;
+		else if (strcmp(state, "failed") == 0)
+			ts->failed = n;
+	}
+	if (rc != SQLITE_DONE)
+		db_die(db, rc, "cannot read the ledger");
+	sqlite3_reset(states);
+
+	sqlite3_bind_int64(pending, 1, t->id);
+	sqlite3_bind_int64(pending, 2, t->cursor_seq);
+	ts->pending = count_of(pending);
+	sqlite3_bind_int64(oldest_pending, 1, t->id);
+	sqlite3_bind_int64(oldest_pending, 2, t->cursor_seq);
+	ts->oldest_undelivered_at = count_of(oldest_pending);
+	sqlite3_bind_int64(oldest_retrying, 1, t->id);
+	{
+		int64_t r = count_of(oldest_retrying);
+
+		if (r && (!ts->oldest_undelivered_at || r < ts->oldest_undelivered_at))
+			ts->oldest_undelivered_at = r;
+	}
+	ts->failed_categories = json_object();
+	sqlite3_bind_int64(failed_cats, 1, t->id);
+	while ((rc = sqlite3_step(failed_cats)) == SQLITE_ROW)
+		json_object_set_new(ts->failed_categories,
+		    (const char *)sqlite3_column_text(failed_cats, 0),
+		    json_integer(sqlite3_column_int64(failed_cats, 1)));
+	sqlite3_reset(failed_cats);
+
+	if (!t->enabled)
+		ts->state = "disabled";
+	else if (t->consecutive_failures >= FAILING_AFTER ||
+	    (t->consecutive_failures > 0 && now - t->failing_since >= FAILING_FOR_MS))
+		ts->state = "FAILING";
+	else if (t->consecutive_failures > 0)
+		ts->state = "backing off";
+	else
+		ts->state = "ok";
+}
+
+static json_t *
+time_json(int64_t ms)
+{
+	char buf[32];
+
+	return ms ? json_string(format_time(ms, buf)) : json_null();
+}
+
+static json_t *
+text_json(const char *s)
+{
+	return s ? json_string(s) : json_null();
+}
+
+static const char *
+state_key(const char *state)
+{
+	return strcmp(state, "FAILING") == 0 ? "failing" :
+	    strcmp(state, "backing off") == 0 ? "backing_off" : state;
+}
+
+static void
+print_json(FILE *out, const char *path, json_t *journal, struct target_status *ts, size_t n)
+{
+	json_t *doc = json_object(), *targets = json_array();
+
+	json_object_set_new(journal, "path", json_string(path));
+	json_object_set_new(doc, "journal", journal);
+	json_object_set_new(doc, "now", time_json(now));
+	for (size_t i = 0; i < n; i++) {
+		struct target *t = &ts[i].t;
+		json_t *o = json_object();
+		json_t *cats = t->last_categories ? json_loads(t->last_categories, 0, NULL) : NULL;
+
+		json_object_set_new(o, "name", json_string(t->name));
+		json_object_set_new(o, "url", json_string(t->url));
+		json_object_set_new(o, "state", json_string(state_key(ts[i].state)));
+		json_object_set_new(o, "enabled", json_boolean(t->enabled));
+		json_object_set_new(o, "tls_verified", json_boolean(!t->insecure));
+		json_object_set_new(o, "delivered", json_integer(ts[i].delivered));
+		json_object_set_new(o, "pending", json_integer(ts[i].pending));
+		json_object_set_new(o, "retrying", json_integer(ts[i].retrying));
+		json_object_set_new(o, "failed", json_integer(ts[i].failed));
+		json_object_set_new(o, "failed_categories", json_incref(ts[i].failed_categories));
+		json_object_set_new(o, "oldest_pending_at", time_json(ts[i].oldest_undelivered_at));
+		json_object_set_new(o, "oldest_pending_seconds", ts[i].oldest_undelivered_at ?
+		    json_integer((now - ts[i].oldest_undelivered_at) / 1000) : json_null());
+		json_object_set_new(o, "consecutive_failures", json_integer(t->consecutive_failures));
+		json_object_set_new(o, "failing_since", time_json(t->failing_since));
+		json_object_set_new(o, "next_attempt_at", time_json(t->next_attempt_at));
+		json_object_set_new(o, "last_attempt_at", time_json(t->last_attempt_at));
+		json_object_set_new(o, "last_success_at", time_json(t->last_success_at));
+		json_object_set_new(o, "last_category", text_json(t->last_category));
+		json_object_set_new(o, "last_error", text_json(t->last_error));
+		json_object_set_new(o, "last_http_status", t->last_http_status ?
+		    json_integer(t->last_http_status) : json_null());
+		json_object_set_new(o, "last_categories", cats ? cats : json_object());
+		json_array_append_new(targets, o);
+	}
+	json_object_set_new(doc, "targets", targets);
+	json_dumpf(doc, out, JSON_COMPACT);
+	fputc('\n', out);
+	json_decref(doc);
+}
+
+/* Prometheus label values escape backslash, quote and newline. */
+static void
+label(FILE *out, const char *v)
+{
+	for (; *v; v++) {
+		if (*v == '\\' || *v == '"')
+			fputc('\\', out);
+		if (*v == '\n') {
+			fputs("\\n", out);
+			continue;
+		}
+		fputc(*v, out);
+	}
+}
+
+static void
+metric_head(FILE *out, const char *name, const char *type, const char *help)
+{
+	fprintf(out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+static void
+print_prometheus(FILE *out, json_t *journal, struct target_status *ts, size_t n)
+{
+	static const struct {
+		const char *name, *help;
+		int which;
+	} per_target[] = {
+		{ "sluice_delivered", "Events delivered to the target.", 0 },
+		{ "sluice_pending", "Events never tried for the target yet.", 1 },
+		{ "sluice_retrying", "Events rejected by the target, to be retried.", 2 },
+		{ "sluice_failed", "Events that failed for good for the target.", 3 },
+		{ "sluice_target_failing", "1 when the target is FAILING.", 4 },
+		{ "sluice_target_backing_off", "1 when the target's next attempt is in the future.", 5 },
+		{ "sluice_target_consecutive_failures", "Batch-level failures in a row.", 6 },
+		{ "sluice_oldest_pending_seconds", "Age of the oldest undelivered event (0: none).", 7 },
+		{ "sluice_last_success_timestamp_seconds", "When the target last accepted an event (0: never).", 8 },
+		{ "sluice_target_enabled", "1 when the target is enabled.", 9 },
+	};
+
+	metric_head(out, "sluice_events_total", "counter", "Events appended to the journal.");
+	fprintf(out, "sluice_events_total %" JSON_INTEGER_FORMAT "\n",
+	    json_integer_value(json_object_get(journal, "events")));
+	metric_head(out, "sluice_quarantined_total", "counter", "Input lines quarantined.");
+	fprintf(out, "sluice_quarantined_total %" JSON_INTEGER_FORMAT "\n",
+	    json_integer_value(json_object_get(journal, "quarantined")));
+	metric_head(out, "sluice_journal_bytes", "gauge", "Size of the journal on disk.");
+	fprintf(out, "sluice_journal_bytes %" JSON_INTEGER_FORMAT "\n",
+	    json_integer_value(json_object_get(journal, "bytes")));
+	for (size_t m = 0; m < sizeof per_target / sizeof per_target[0]; m++) {
+		metric_head(out, per_target[m].name, "gauge", per_target[m].help);
+		for (size_t i = 0; i < n; i++) {
+			struct target *t = &ts[i].t;
+			int64_t v = 0;
+
+			switch (per_target[m].which) {
+			case 0: v = ts[i].delivered; break;
+			case 1: v = ts[i].pending; break;
+			case 2: v = ts[i].retrying; break;
+			case 3: v = ts[i].failed; break;
+			case 4: v = strcmp(ts[i].state, "FAILING") == 0; break;
+			case 5: v = t->next_attempt_at > now; break;
+			case 6: v = t->consecutive_failures; break;
+			case 7: v = ts[i].oldest_undelivered_at ? (now - ts[i].oldest_undelivered_at) / 1000 : 0; break;
+			case 8: v = t->last_success_at / 1000; break;
+			case 9: v = t->enabled; break;
+			}
+			fprintf(out, "%s{target=\"", per_target[m].name);
+			label(out, t->name);
+			fprintf(out, "\"} %" PRId64 "\n", v);
+		}
+	}
+}
+
+static const char *
+paint(const char *state, int colour)
+{
+	if (!colour)
+		return "";
+	if (strcmp(state, "FAILING") == 0)
+		return "\033[1;31m";
+	if (strcmp(state, "backing off") == 0)
+		return "\033[33m";
+	if (strcmp(state, "disabled") == 0)
+		return "\033[2m";
+	return "\033[32m";
+}
+
+static void
+print_human(FILE *out, const char *path, json_t *journal, struct target_status *ts, size_t n,
+    int colour)
+{
+	const char *reset = colour ? "\033[0m" : "";
+	int64_t bytes = json_integer_value(json_object_get(journal, "bytes"));
+
+	fprintf(out, "journal   %s\n", path);
+	fprintf(out, "          %" JSON_INTEGER_FORMAT " events (%" JSON_INTEGER_FORMAT
+	    " superseded), %.1f MiB on disk, %" JSON_INTEGER_FORMAT " quarantined\n",
+	    json_integer_value(json_object_get(journal, "events")),
+	    json_integer_value(json_object_get(journal, "superseded")),
+	    (double)bytes / (1024.0 * 1024.0),
+	    json_integer_value(json_object_get(journal, "quarantined")));
+	if (n == 0) {
+		fprintf(out, "\nno targets: events stay in the journal (sluice target add NAME URL)\n");
+		return;
+	}
+	fprintf(out, "\n%-14s %-12s %9s %8s %6s %6s %9s %11s\n", "TARGET", "STATE", "DELIVERED",
+	    "PENDING", "RETRY", "FAILED", "OLDEST", "LAST OK");
+	for (size_t i = 0; i < n; i++) {
+		struct target *t = &ts[i].t;
+		char oldest[32], ok[32], when[32], d[32];
+
+		if (ts[i].oldest_undelivered_at)
+			format_duration(now - ts[i].oldest_undelivered_at, oldest, sizeof oldest);
+		else
+			snprintf(oldest, sizeof oldest, "-");
+		fprintf(out, "%-14.14s %s%-12s%s %9" PRId64 " %8" PRId64 " %6" PRId64 " %6" PRId64
+		    " %9s %11s\n", t->name, paint(ts[i].state, colour), ts[i].state, reset,
+		    ts[i].delivered, ts[i].pending, ts[i].retrying, ts[i].failed, oldest,
+		    t->last_success_at ? format_duration(now - t->last_success_at, ok, sizeof ok) : "never");
+		if (t->consecutive_failures > 0) {
+			json_t *cats = t->last_categories ? json_loads(t->last_categories, 0, NULL) : NULL;
+			const char *k;
+			json_t *v;
+			int first = 1;
+
+			fprintf(out, "               %" PRId64 " failure%s since %s (%s",
+			    t->consecutive_failures, t->consecutive_failures == 1 ? "" : "s",
+			    format_time(t->failing_since, when), t->last_category ? t->last_category : "?");
+			json_object_foreach(cats, k, v) {
+				fprintf(out, "%s%s: %" JSON_INTEGER_FORMAT, first ? "; last run " : ", ", k,
+				    json_integer_value(v));
+				first = 0;
+			}
+			fprintf(out, ")\n");
+			json_decref(cats);
+			if (t->last_error)
+				fprintf(out, "               last error: %.60s\n", t->last_error);
+			if (t->next_attempt_at > now)
+				fprintf(out, "               next attempt in %s; now: sluice retry %s\n",
+				    format_duration(t->next_attempt_at - now, d, sizeof d), t->name);
+		}
+		if (ts[i].failed > 0) {
+			const char *k;
+			json_t *v;
+			int first = 1;
+
+			fprintf(out, "               failed for good: ");
+			json_object_foreach(ts[i].failed_categories, k, v) {
+				fprintf(out, "%s%s: %" JSON_INTEGER_FORMAT, first ? "" : ", ", k,
+				    json_integer_value(v));
+				first = 0;
+			}
+			fprintf(out, "; re-queue: sluice retry --failed %s\n", t->name);
+		}
+		if (t->insecure)
+			fprintf(out, "               %swarning: TLS is not verified (--insecure)%s\n",
+			    colour ? "\033[33m" : "", reset);
+	}
+}
+
+/* --check: one line per problem on stderr; the number of problems. */
+static int
+check(struct target_status *ts, size_t n, int64_t max_age, int64_t max_failed)
+{
+	int problems = 0;
+	char d[32];
+
+	for (size_t i = 0; i < n; i++) {
+		struct target *t = &ts[i].t;
+
+		if (!t->enabled)
+			continue;
+		if (strcmp(ts[i].state, "FAILING") == 0) {
+			warnmsg("%s is failing: %" PRId64 " failures in a row (%s)", t->name,
+			    t->consecutive_failures, t->last_category ? t->last_category : "?");
+			problems++;
+		}
+		if (ts[i].failed > max_failed) {
+			warnmsg("%s has %" PRId64 " events failed for good (limit %" PRId64 ")", t->name,
+			    ts[i].failed, max_failed);
+			problems++;
+		}
+		if (max_age >= 0 && ts[i].oldest_undelivered_at &&
+		    now - ts[i].oldest_undelivered_at > max_age) {
+			warnmsg("%s has an undelivered event %s old (limit %s)", t->name,
+			    format_duration(now - ts[i].oldest_undelivered_at, d, sizeof d),
+			    format_duration(max_age, d + 16, 16));
+			problems++;
+		}
+	}
+	return problems;
+}
+
+int
+main(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "db", required_argument, NULL, 'd' },
+		{ "json", no_argument, NULL, 'j' },
+		{ "prometheus", no_argument, NULL, 'p' },
+		{ "output", required_argument, NULL, 'o' },
+		{ "check", no_argument, NULL, 'c' },
+		{ "max-age", required_argument, NULL, 'a' },
+		{ "max-failed", required_argument, NULL, 'f' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ NULL, 0, NULL, 0 }
+	};
+	const char *db_flag = NULL, *output = NULL, *path;
+	int c, as_json = 0, prom = 0, do_check = 0, problems = 0, colour;
+	int64_t max_age = -1, max_failed = 0;
+	struct target_status *ts = NULL;
+	size_t n = 0;
+	json_t *journal;
+	sqlite3_stmt *s;
+	char sql[1024], tmp[4200];
+	struct stat sb;
+	int64_t bytes = 0;
+	FILE *out = stdout;
+
+	log_init(argv[0]);
+	while ((c = getopt_long(argc, argv, "d:o:hV", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'd': db_flag = optarg; break;
+		case 'j': as_json = 1; break;
+		case 'p': prom = 1; break;
+		case 'o': output = optarg; break;
+		case 'c': do_check = 1; break;
+		case 'a':
+			if ((max_age = parse_duration(optarg)) < 0)
+				usage_error(usage, "--max-age wants a duration such as 30m or 2h, not '%s'", optarg);
+			break;
+		case 'f': {
+			char *end;
+
+			max_failed = strtoll(optarg, &end, 10);
+			if (*end || end == optarg || max_failed < 0)
+				usage_error(usage, "--max-failed wants a number, not '%s'", optarg);
+			break;
+		}
+		case 'h': print_help(usage);
+		case 'V': print_version();
+		default: usage_error(usage, "unknown option");
+		}
+	}
+	if (optind < argc)
+		usage_error(usage, "unexpected argument '%s'", argv[optind]);
+	if (as_json + prom > 1)
+		usage_error(usage, "--json and --prometheus exclude each other");
+
+	path = journal_path(db_flag);
+	db = db_open(path, DB_MUST_EXIST, NULL, NULL);
+	now = now_ms();
+	/* One read transaction: every count from the same moment. */
+	db_exec(db, "BEGIN");
+	journal = json_pack("{s:I, s:I, s:I, s:I}",
+	    "events", (json_int_t)db_int(db, "SELECT count(*) FROM events", 0),
+	    "retained", (json_int_t)db_int(db, "SELECT count(*) FROM events WHERE payload IS NOT NULL", 0),
+	    "superseded", (json_int_t)db_int(db, "SELECT count(*) FROM events WHERE superseded_by IS NOT NULL", 0),
+	    "quarantined", (json_int_t)db_int(db, "SELECT count(*) FROM quarantine", 0));
+	if (stat(path, &sb) == 0)
+		bytes += sb.st_size;
+	snprintf(tmp, sizeof tmp, "%s-wal", path);
+	if (stat(tmp, &sb) == 0)
+		bytes += sb.st_size;
+	json_object_set_new(journal, "bytes", json_integer(bytes));
+
+	snprintf(sql, sizeof sql, "SELECT %s FROM targets ORDER BY name", TARGET_COLUMNS);
+	s = db_prepare(db, sql);
+	while (sqlite3_step(s) == SQLITE_ROW) {
+		ts = realloc(ts, (n + 1) * sizeof *ts);
+		if (!ts)
+			die(EXIT_SOFTWARE, "out of memory");
+		memset(&ts[n], 0, sizeof ts[n]);
+		target_from_row(s, &ts[n].t);
+		gather(&ts[n]);
+		n++;
+	}
+	sqlite3_finalize(s);
+	db_exec(db, "COMMIT");
+
+	if (do_check) {
+		problems = check(ts, n, max_age, max_failed);
+	} else {
+		if (output) {
+			snprintf(tmp, sizeof tmp, "%s.tmp", output);
+			out = fopen(tmp, "w");
+			if (!out)
+				die(EXIT_IOERR, "cannot write %s: %s", tmp, strerror(errno));
+		}
+		colour = !output && isatty(STDOUT_FILENO) && !getenv("NO_COLOR");
+		if (as_json)
+			print_json(out, path, json_incref(journal), ts, n);
+		else if (prom)
+			print_prometheus(out, journal, ts, n);
+		else
+			print_human(out, path, journal, ts, n, colour);
+		if (output) {
+			if (fflush(out) != 0 || fsync(fileno(out)) != 0 || fclose(out) != 0)
+				die(EXIT_IOERR, "cannot write %s: %s", tmp, strerror(errno));
+			if (rename(tmp, output) != 0)
+				die(EXIT_IOERR, "cannot rename %s to %s: %s", tmp, output, strerror(errno));
+		}
+	}
+	json_decref(journal);
+	for (size_t i = 0; i < n; i++) {
+		json_decref(ts[i].failed_categories);
+		target_free(&ts[i].t);
+	}
+	free(ts);
+	db_close(db);
+	c = finish_stdout();
+	if (c != EXIT_OK)
+		return c;
+	return problems ? 1 : EXIT_OK;
+}
