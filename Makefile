@@ -40,16 +40,17 @@ MHD_LIBS = $$($(PKG_CONFIG) --libs libmicrohttpd)
 
 # Plumbing and porcelain go to LIBEXECDIR; sluice and stub-receiver to BINDIR.
 PLUMBING = journal-append select-undelivered post-batch record-results
-PORCELAIN = sluice-config sluice-quarantine sluice-target sluice-status
+PORCELAIN = sluice-config sluice-quarantine sluice-target sluice-status sluice-retry \
+	sluice-gc sluice-vacuum sluice-emit
 FRONT = sluice
 SCRIPTS = drain
 SERVER =
 PROGRAMS = $(PLUMBING) $(PORCELAIN) $(FRONT) $(SERVER)
 
 LIB_OBJS = $(B)/log.o $(B)/clock.o $(B)/config.o $(B)/db.o $(B)/ndjson.o \
-	$(B)/json.o $(B)/backoff.o $(B)/target.o
+	$(B)/json.o $(B)/backoff.o $(B)/target.o $(B)/execpath.o
 LIB_HDRS = lib/log.h lib/clock.h lib/config.h lib/db.h lib/ndjson.h lib/json.h \
-	lib/backoff.h lib/exitcode.h lib/target.h
+	lib/backoff.h lib/exitcode.h lib/target.h lib/execpath.h
 MANPAGES = man/sluice.1 man/journal-append.1 man/sluice-config.1 \
 	man/sluice-quarantine.1
 

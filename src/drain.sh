@@ -128,7 +128,7 @@ drain_target() {
 	fi
 	while :; do
 		out=$(
-			"$x/select-undelivered" "${db_args[@]}" --target "$t" --limit "$limit" |
+			"$x/select-undelivered" "${db_args[@]}" --target "$t" --limit "$limit" "${quiet[@]}" |
 				"$x/post-batch" "${db_args[@]}" --target "$t" "${verbose[@]}" |
 				"$x/classify" |
 				"$x/record-results" "${db_args[@]}" --target "$t" "${quiet[@]}"

@@ -39,6 +39,7 @@ static const char usage[] =
 "      --ignore-backoff select even while the target backs off\n"
 "      --next-due       print when something is next due, as Unix ms (0: now;\n"
 "                       nothing when nothing is scheduled), and select nothing\n"
+"  -q, --quiet          no note on stderr when the target is backing off or disabled\n"
 "  -h, --help           this help\n"
 "  -V, --version        print the version\n"
 "\n"
@@ -109,19 +110,20 @@ main(int argc, char **argv)
 		{ "limit", required_argument, NULL, 'n' },
 		{ "ignore-backoff", no_argument, NULL, 'i' },
 		{ "next-due", no_argument, NULL, 'N' },
+		{ "quiet", no_argument, NULL, 'q' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 }
 	};
 	const char *db_flag = NULL, *name = NULL;
 	long long limit = 10000, selected = 0;
-	int c, ignore_backoff = 0, want_next_due = 0, have_p, have_r;
+	int c, ignore_backoff = 0, want_next_due = 0, quiet = 0, have_p, have_r;
 	int64_t now;
 	sqlite3_stmt *pending, *retrying;
 	char when[32];
 
 	log_init(argv[0]);
-	while ((c = getopt_long(argc, argv, "d:t:n:hV", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "d:t:n:qhV", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'd': db_flag = optarg; break;
 		case 't': name = optarg; break;
@@ -136,6 +138,7 @@ main(int argc, char **argv)
 		}
 		case 'i': ignore_backoff = 1; break;
 		case 'N': want_next_due = 1; break;
+		case 'q': quiet = 1; break;
 		case 'h': print_help(usage);
 		case 'V': print_version();
 		default: usage_error(usage, "unknown option");
@@ -160,14 +163,16 @@ main(int argc, char **argv)
 		goto done;
 	}
 	if (!target.enabled) {
-		warnmsg("%s is disabled; nothing selected", target.name);
+		if (!quiet)
+			warnmsg("%s is disabled; nothing selected", target.name);
 		goto done;
 	}
 	if (target.next_attempt_at > now && !ignore_backoff) {
-		warnmsg("%s is backing off until %s after %" PRId64 " failure%s (%s); nothing selected",
-		    target.name, format_time(target.next_attempt_at, when), target.consecutive_failures,
-		    target.consecutive_failures == 1 ? "" : "s",
-		    target.last_category ? target.last_category : "?");
+		if (!quiet)
+			warnmsg("%s is backing off until %s after %" PRId64 " failure%s (%s); nothing selected",
+			    target.name, format_time(target.next_attempt_at, when), target.consecutive_failures,
+			    target.consecutive_failures == 1 ? "" : "s",
+			    target.last_category ? target.last_category : "?");
 		goto done;
 	}
 

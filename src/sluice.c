@@ -8,6 +8,7 @@
  * repository's bin/). The directory found is exported as SLUICE_EXEC_PATH so
  * the programs find each other the same way.
  */
+#include "execpath.h"
 #include "exitcode.h"
 #include "log.h"
 
@@ -48,40 +49,10 @@ static const char *const verbs[] = {
 	"post-batch", "classify", "record-results", NULL
 };
 
-static int
-is_dir(const char *path)
-{
-	return access(path, X_OK) == 0;
-}
-
-/* Where the programs are. */
-static const char *
-exec_path(char *buf, size_t size)
-{
-	const char *env = getenv("SLUICE_EXEC_PATH");
-	char self[PATH_MAX];
-	ssize_t n;
-	char *slash;
-
-	if (env && *env)
-		return env;
-	n = readlink("/proc/self/exe", self, sizeof self - 1);
-	if (n <= 0)
-		die(EXIT_SOFTWARE, "cannot find where sluice is installed: %s", strerror(errno));
-	self[n] = '\0';
-	slash = strrchr(self, '/');
-	*slash = '\0';
-	snprintf(buf, size, "%s/../libexec/sluice", self);
-	if (is_dir(buf))
-		return buf;
-	snprintf(buf, size, "%s", self);
-	return buf;
-}
-
 int
 main(int argc, char **argv)
 {
-	char dir[PATH_MAX + 32], prog[PATH_MAX + 96];
+	char prog[PATH_MAX + 96];
 	const char *db = NULL, *verb;
 	const char *path;
 	char **args;
@@ -113,7 +84,7 @@ main(int argc, char **argv)
 	if (!known || strchr(verb, '/'))
 		usage_error(usage, "'%s' is not a sluice verb", verb);
 
-	path = exec_path(dir, sizeof dir);
+	path = exec_dir();
 	if (setenv("SLUICE_EXEC_PATH", path, 1) != 0)
 		die(EXIT_SOFTWARE, "setenv: %s", strerror(errno));
 	/* Porcelain is sluice-VERB; plumbing and the driver go by their own names. */
