@@ -39,20 +39,19 @@ MHD_CFLAGS = $$($(PKG_CONFIG) --cflags libmicrohttpd)
 MHD_LIBS = $$($(PKG_CONFIG) --libs libmicrohttpd)
 
 # Plumbing and porcelain go to LIBEXECDIR; sluice and stub-receiver to BINDIR.
-PLUMBING = journal-append select-undelivered post-batch record-results
+PLUMBING = journal-append select-undelivered post-batch classify record-results
 PORCELAIN = sluice-config sluice-quarantine sluice-target sluice-status sluice-retry \
 	sluice-gc sluice-vacuum sluice-emit
 FRONT = sluice
 SCRIPTS = drain
-SERVER =
+SERVER = stub-receiver
 PROGRAMS = $(PLUMBING) $(PORCELAIN) $(FRONT) $(SERVER)
 
 LIB_OBJS = $(B)/log.o $(B)/clock.o $(B)/config.o $(B)/db.o $(B)/ndjson.o \
 	$(B)/json.o $(B)/backoff.o $(B)/target.o $(B)/execpath.o
 LIB_HDRS = lib/log.h lib/clock.h lib/config.h lib/db.h lib/ndjson.h lib/json.h \
 	lib/backoff.h lib/exitcode.h lib/target.h lib/execpath.h
-MANPAGES = man/sluice.1 man/journal-append.1 man/sluice-config.1 \
-	man/sluice-quarantine.1
+MANPAGES = $(PROGRAMS:%=man/%.1) $(SCRIPTS:%=man/%.1) man/sluice.7 man/sluice-records.5
 
 all: $(PROGRAMS:%=$(BINOUT)/%) $(SCRIPTS:%=$(BINOUT)/%)
 
@@ -102,16 +101,17 @@ demo: deps all
 	@t/demo bin
 
 install: all
-	mkdir -p $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBEXECDIR) $(DESTDIR)$(MANDIR)/man1
+	mkdir -p $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBEXECDIR) $(DESTDIR)$(MANDIR)/man1 \
+		$(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man7
 	for p in $(FRONT) $(SERVER); do cp $(BINOUT)/$$p $(DESTDIR)$(BINDIR)/; done
 	for p in $(PLUMBING) $(PORCELAIN) $(SCRIPTS); do \
 		cp $(BINOUT)/$$p $(DESTDIR)$(LIBEXECDIR)/; done
-	for m in $(MANPAGES); do cp $$m $(DESTDIR)$(MANDIR)/man1/; done
+	for m in $(MANPAGES); do cp $$m $(DESTDIR)$(MANDIR)/man$${m##*.}/; done
 
 uninstall:
 	for p in $(FRONT) $(SERVER); do rm -f $(DESTDIR)$(BINDIR)/$$p; done
 	for p in $(PLUMBING) $(PORCELAIN) $(SCRIPTS); do rm -f $(DESTDIR)$(LIBEXECDIR)/$$p; done
-	for m in $(MANPAGES); do rm -f $(DESTDIR)$(MANDIR)/man1/$${m#man/}; done
+	for m in $(MANPAGES); do rm -f $(DESTDIR)$(MANDIR)/man$${m##*.}/$${m#man/}; done
 
 clean:
 	rm -rf build

@@ -91,6 +91,55 @@ scan_string(struct scan *s)
 	return -1;
 }
 
+static int
+digits(struct scan *s)
+{
+	const char *start = s->p;
+
+	while (s->p < s->end && *s->p >= '0' && *s->p <= '9')
+		s->p++;
+	return s->p > start;
+}
+
+/* true, false, null, or a number as JSON spells it. */
+static int
+scan_literal(struct scan *s)
+{
+	static const char *const words[] = { "true", "false", "null" };
+	size_t left = (size_t)(s->end - s->p);
+
+	for (int i = 0; i < 3; i++) {
+		size_t n = strlen(words[i]);
+
+		if (left >= n && memcmp(s->p, words[i], n) == 0) {
+			s->p += n;
+			return 0;
+		}
+	}
+	if (s->p < s->end && *s->p == '-')
+		s->p++;
+	if (s->p < s->end && *s->p == '0')
+		s->p++;
+	else if (!digits(s))
+		goto bad;
+	if (s->p < s->end && *s->p == '.') {
+		s->p++;
+		if (!digits(s))
+			goto bad;
+	}
+	if (s->p < s->end && (*s->p == 'e' || *s->p == 'E')) {
+		s->p++;
+		if (s->p < s->end && (*s->p == '+' || *s->p == '-'))
+			s->p++;
+		if (!digits(s))
+			goto bad;
+	}
+	return 0;
+bad:
+	s->why = "invalid literal or number";
+	return -1;
+}
+
 /* "name" : -- leaves s->p at the value. */
 static int
 scan_member_name(struct scan *s)
@@ -151,16 +200,9 @@ scan_value(struct scan *s)
 		case ':':
 			s->why = "unexpected punctuation";
 			return -1;
-		default: {
-			const char *start = s->p;
-
-			while (s->p < s->end && strchr("+-.0123456789eEtruefalsn", *s->p))
-				s->p++;
-			if (s->p == start) {
-				s->why = "unexpected character";
+		default:
+			if (scan_literal(s) != 0)
 				return -1;
-			}
-		}
 		}
 		/* After a value: close containers, or go on to the next element. */
 		for (;;) {

@@ -32,8 +32,9 @@ Deliver due events to every enabled target (or the ones named).
   -h, --help           this help
   -V, --version        print the version
 
-Exit: 0 nothing due is left, 64 usage, 66 no journal, 69 unknown target,
-70 a stage failed, 74 I/O error, 75 a target is backing off or another drain
+Exit: 0 nothing due is left, 64 usage, 65 a stage skipped bad records,
+66 no journal, 69 unknown target, 70 a stage failed, 73 cannot create the
+lock directory, 74 I/O error, 75 a target is backing off or another drain
 holds its lock, 78 bad target settings.'
 
 prog=drain

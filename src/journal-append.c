@@ -60,8 +60,9 @@ static const char usage[] =
 "  -h, --help               this help\n"
 "  -V, --version            print the version\n"
 "\n"
-"Exit: 0 all appended or duplicate, 65 some lines quarantined, 73 cannot create\n"
-"the journal, 74 I/O error or disk full, 75 journal busy, 78 journal too new.\n";
+"Exit: 0 all appended or duplicate, 64 usage, 65 some lines quarantined,\n"
+"70 internal error, 73 cannot create the journal, 74 I/O error or disk full,\n"
+"75 journal busy, 78 journal too new.\n";
 
 /* The most rows one INSERT statement carries: 6 columns each, well below
  * SQLite's limit on bound parameters. */

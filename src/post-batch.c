@@ -53,7 +53,8 @@ static const char usage[] =
 "\n"
 "Exit: 0 (HTTP failures are reported in the records, not by the exit status),\n"
 "64 usage, 65 bad input lines (skipped), 66 no journal, 69 unknown target,\n"
-"74 cannot write output, 78 bad target settings (token variable unset, ...).\n";
+"70 internal error, 74 cannot write output, 75 journal busy, 78 bad target\n"
+"settings (token variable unset, ...).\n";
 
 #define BODY_KEEP_MAX (16u << 20)  /* response bytes kept for parsing */
 #define BODY_STRING_MAX 65536      /* a non-JSON body is passed on cut to this */

@@ -52,8 +52,8 @@ static const char usage[] =
 "  -V, --version            print the version\n"
 "\n"
 "Exit: 0 done, 64 usage, 65 bad input lines (skipped), 66 no journal,\n"
-"69 unknown target, 74 I/O error or disk full, 75 the target is backing off\n"
-"after a transient failure (or the journal stayed busy).\n";
+"69 unknown target, 70 internal error, 74 I/O error or disk full, 75 the\n"
+"target is backing off (or the journal stayed busy), 78 journal too new.\n";
 
 #define STATUS_COUNT 5
 static const char *const status_names[STATUS_COUNT] = {
@@ -486,7 +486,9 @@ finish_run(void)
 	}
 	tx_commit();
 	free(cats);
-	return failed ? next : 0;
+	if (!failed && st.recorded == 0 && st.target.next_attempt_at > now)
+		next = st.target.next_attempt_at; /* nothing was due: it is still backing off */
+	return next;
 }
 
 static void
@@ -666,7 +668,9 @@ main(int argc, char **argv)
 	c = finish_stdout();
 	if (c != EXIT_OK)
 		return c;
-	if (st.status != EXIT_OK)
-		return st.status;
-	return next ? EXIT_TEMPFAIL : EXIT_OK;
+	/* The target backing off matters more to a driver than skipped lines,
+	 * which were named on stderr already. */
+	if (next)
+		return EXIT_TEMPFAIL;
+	return st.status;
 }

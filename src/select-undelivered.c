@@ -44,7 +44,8 @@ static const char usage[] =
 "  -V, --version        print the version\n"
 "\n"
 "Exit: 0 (also when the target is backing off or disabled: nothing is printed),\n"
-"64 usage, 66 no journal, 69 unknown target, 74 I/O error, 75 journal busy.\n";
+"64 usage, 66 no journal, 69 unknown target, 70 internal error, 74 I/O error,\n"
+"75 journal busy, 78 journal too new.\n";
 
 static sqlite3 *db;
 static struct target target;
@@ -71,6 +72,8 @@ next_row(sqlite3_stmt *s)
 	return 0;
 }
 
+/* When something is next due: the earliest of "now" (anything pending) and
+ * the first retry, but never before the target's own backoff ends. */
 static int64_t
 next_due(int64_t now)
 {
@@ -79,26 +82,27 @@ next_due(int64_t now)
 
 	if (!target.enabled)
 		return -1;
-	if (target.next_attempt_at > now)
-		return target.next_attempt_at;
-	/* Anything pending is due now. */
 	s = db_prepare(db, "SELECT 1 FROM events e WHERE e.seq > ?2 AND e.superseded_by IS NULL"
 	    " AND e.payload IS NOT NULL AND NOT EXISTS (SELECT 1 FROM deliveries d"
 	    " WHERE d.target_id = ?1 AND d.event_seq = e.seq) LIMIT 1");
 	sqlite3_bind_int64(s, 1, target.id);
 	sqlite3_bind_int64(s, 2, target.cursor_seq);
 	if (next_row(s))
-		due = 0;
+		due = now;
 	sqlite3_finalize(s);
-	if (due == 0)
-		return 0;
-	s = db_prepare(db, "SELECT min(next_attempt_at) FROM deliveries"
-	    " WHERE target_id = ? AND state = 'retrying'");
-	sqlite3_bind_int64(s, 1, target.id);
-	if (next_row(s) && sqlite3_column_type(s, 0) != SQLITE_NULL)
-		due = sqlite3_column_int64(s, 0) <= now ? 0 : sqlite3_column_int64(s, 0);
-	sqlite3_finalize(s);
-	return due;
+	if (due < 0) {
+		s = db_prepare(db, "SELECT min(next_attempt_at) FROM deliveries"
+		    " WHERE target_id = ? AND state = 'retrying'");
+		sqlite3_bind_int64(s, 1, target.id);
+		if (next_row(s) && sqlite3_column_type(s, 0) != SQLITE_NULL)
+			due = sqlite3_column_int64(s, 0);
+		sqlite3_finalize(s);
+	}
+	if (due < 0)
+		return -1;
+	if (target.next_attempt_at > due)
+		due = target.next_attempt_at;
+	return due <= now ? 0 : due;
 }
 
 int

@@ -44,7 +44,35 @@ static const char usage[] =
 "  -h, --help        this help\n"
 "  -V, --version     print the version\n"
 "\n"
-"Exit: 0, 64 usage, 65 an ID that does not exist, 66 no journal.\n";
+"Exit: 0, 64 usage, 65 an ID that does not exist, 66 no journal, 70 internal\n"
+"error, 74 I/O error, 75 journal busy, 78 journal too new.\n";
+
+/* A non-negative number from the command line, or a usage error. */
+static long long
+parse_id(const char *arg, const char *what)
+{
+	char *end;
+	long long v;
+
+	errno = 0;
+	v = strtoll(arg, &end, 10);
+	if (errno || *end || end == arg || v < 0)
+		usage_error(usage, "%s wants a number, not '%s'", what, arg);
+	return v;
+}
+
+/* Steps a listing; an error mid-way is fatal, never a silently short list. */
+static int
+more(sqlite3 *db, sqlite3_stmt *s)
+{
+	int rc = sqlite3_step(s);
+
+	if (rc == SQLITE_ROW)
+		return 1;
+	if (rc != SQLITE_DONE)
+		db_die(db, rc, "cannot read the quarantine");
+	return 0;
+}
 
 static json_t *
 raw_json(sqlite3_stmt *s, int col)
@@ -80,7 +108,7 @@ main(int argc, char **argv)
 		{ NULL, 0, NULL, 0 }
 	};
 	const char *db_flag = NULL, *reason = NULL, *cmd;
-	long limit = 100;
+	long long limit = 100;
 	int c, as_json = 0, status = EXIT_OK;
 	sqlite3 *db;
 	sqlite3_stmt *s;
@@ -91,7 +119,7 @@ main(int argc, char **argv)
 		switch (c) {
 		case 'd': db_flag = optarg; break;
 		case 'r': reason = optarg; break;
-		case 'l': limit = strtol(optarg, NULL, 10); break;
+		case 'l': limit = parse_id(optarg, "--limit"); break;
 		case 'j': as_json = 1; break;
 		case 'h': print_help(usage);
 		case 'V': print_version();
@@ -101,6 +129,17 @@ main(int argc, char **argv)
 	if (optind >= argc)
 		usage_error(usage, "no command given (list, show, export, rm)");
 	cmd = argv[optind++];
+	if (strcmp(cmd, "list") != 0 && strcmp(cmd, "show") != 0 && strcmp(cmd, "export") != 0 &&
+	    strcmp(cmd, "rm") != 0)
+		usage_error(usage, "unknown command '%s' (list, show, export, rm)", cmd);
+	if (strcmp(cmd, "show") == 0 && optind + 1 != argc)
+		usage_error(usage, "show takes one ID");
+	if (strcmp(cmd, "rm") == 0 && optind >= argc)
+		usage_error(usage, "rm takes one or more IDs");
+	for (int i = optind; i < argc; i++)
+		parse_id(argv[i], "an ID");
+	if ((strcmp(cmd, "list") == 0 || strcmp(cmd, "export") == 0) && optind < argc)
+		usage_error(usage, "%s takes no arguments", cmd);
 	db = db_open(journal_path(db_flag), DB_MUST_EXIST, NULL, NULL);
 
 	if (strcmp(cmd, "list") == 0) {
@@ -108,19 +147,17 @@ main(int argc, char **argv)
 		    " FROM quarantine WHERE ?1 IS NULL OR reason = ?1 ORDER BY id LIMIT ?2");
 		db_bind_text(s, 1, reason);
 		sqlite3_bind_int64(s, 2, limit > 0 ? limit : -1);
-		while (sqlite3_step(s) == SQLITE_ROW)
+		while (more(db, s))
 			printf("%lld\t%s\t%s:%lld\t%s\t%s\n", (long long)sqlite3_column_int64(s, 0),
 			    format_time(sqlite3_column_int64(s, 1), when),
 			    (const char *)sqlite3_column_text(s, 2),
 			    (long long)sqlite3_column_int64(s, 3), (const char *)sqlite3_column_text(s, 4),
 			    sqlite3_column_text(s, 5) ? (const char *)sqlite3_column_text(s, 5) : "");
 	} else if (strcmp(cmd, "show") == 0) {
-		if (optind + 1 != argc)
-			usage_error(usage, "show takes one ID");
 		s = db_prepare(db, "SELECT id, received_at, source, line_no, reason, detail,"
 		    " event_id, producer, raw, raw_bytes FROM quarantine WHERE id = ?");
-		sqlite3_bind_int64(s, 1, strtoll(argv[optind], NULL, 10));
-		if (sqlite3_step(s) != SQLITE_ROW) {
+		sqlite3_bind_int64(s, 1, parse_id(argv[optind], "an ID"));
+		if (!more(db, s)) {
 			warnmsg("no quarantined line with id %s", argv[optind]);
 			status = EXIT_DATAERR;
 		} else {
@@ -147,7 +184,7 @@ main(int argc, char **argv)
 		s = db_prepare(db, "SELECT id, received_at, source, line_no, reason, detail,"
 		    " event_id, raw FROM quarantine WHERE ?1 IS NULL OR reason = ?1 ORDER BY id");
 		db_bind_text(s, 1, reason);
-		while (sqlite3_step(s) == SQLITE_ROW) {
+		while (more(db, s)) {
 			if (!as_json) {
 				fwrite(sqlite3_column_blob(s, 7), 1, (size_t)sqlite3_column_bytes(s, 7),
 				    stdout);
@@ -172,12 +209,10 @@ main(int argc, char **argv)
 			json_decref(rec);
 		}
 	} else if (strcmp(cmd, "rm") == 0) {
-		if (optind >= argc)
-			usage_error(usage, "rm takes one or more IDs");
 		s = db_prepare(db, "DELETE FROM quarantine WHERE id = ?");
 		db_exec(db, "BEGIN IMMEDIATE");
 		for (; optind < argc; optind++) {
-			sqlite3_bind_int64(s, 1, strtoll(argv[optind], NULL, 10));
+			sqlite3_bind_int64(s, 1, parse_id(argv[optind], "an ID"));
 			if (sqlite3_step(s) != SQLITE_DONE)
 				db_die(db, sqlite3_errcode(db), "cannot remove");
 			if (sqlite3_changes(db) == 0) {
@@ -187,8 +222,6 @@ main(int argc, char **argv)
 			sqlite3_reset(s);
 		}
 		db_exec(db, "COMMIT");
-	} else {
-		usage_error(usage, "unknown command '%s' (list, show, export, rm)", cmd);
 	}
 	db_close(db);
 	c = finish_stdout();

@@ -281,6 +281,15 @@ print_prometheus(FILE *out, json_t *journal, struct target_status *ts, size_t n)
 	}
 }
 
+/* 2026-11-22T12:03:00Z: the time without milliseconds, to fit 80 columns. */
+static char *
+short_time(int64_t ms, char *buf)
+{
+	format_time(ms, buf);
+	strcpy(buf + 19, "Z");
+	return buf;
+}
+
 static const char *
 paint(const char *state, int colour)
 {
@@ -313,7 +322,7 @@ print_human(FILE *out, const char *path, json_t *journal, struct target_status *
 		fprintf(out, "\nno targets: events stay in the journal (sluice target add NAME URL)\n");
 		return;
 	}
-	fprintf(out, "\n%-14s %-12s %9s %8s %6s %6s %9s %11s\n", "TARGET", "STATE", "DELIVERED",
+	fprintf(out, "\n%-12s %-12s %9s %8s %6s %6s %8s %9s\n", "TARGET", "STATE", "DELIVERED",
 	    "PENDING", "RETRY", "FAILED", "OLDEST", "LAST OK");
 	for (size_t i = 0; i < n; i++) {
 		struct target *t = &ts[i].t;
@@ -323,8 +332,8 @@ print_human(FILE *out, const char *path, json_t *journal, struct target_status *
 			format_duration(now - ts[i].oldest_undelivered_at, oldest, sizeof oldest);
 		else
 			snprintf(oldest, sizeof oldest, "-");
-		fprintf(out, "%-14.14s %s%-12s%s %9" PRId64 " %8" PRId64 " %6" PRId64 " %6" PRId64
-		    " %9s %11s\n", t->name, paint(ts[i].state, colour), ts[i].state, reset,
+		fprintf(out, "%-12.12s %s%-12s%s %9" PRId64 " %8" PRId64 " %6" PRId64 " %6" PRId64
+		    " %8s %9s\n", t->name, paint(ts[i].state, colour), ts[i].state, reset,
 		    ts[i].delivered, ts[i].pending, ts[i].retrying, ts[i].failed, oldest,
 		    t->last_success_at ? format_duration(now - t->last_success_at, ok, sizeof ok) : "never");
 		if (t->consecutive_failures > 0) {
@@ -333,18 +342,19 @@ print_human(FILE *out, const char *path, json_t *journal, struct target_status *
 			json_t *v;
 			int first = 1;
 
-			fprintf(out, "               %" PRId64 " failure%s since %s (%s",
-			    t->consecutive_failures, t->consecutive_failures == 1 ? "" : "s",
-			    format_time(t->failing_since, when), t->last_category ? t->last_category : "?");
+			fprintf(out, "               %" PRId64 " failure%s since %s", t->consecutive_failures,
+			    t->consecutive_failures == 1 ? "" : "s", short_time(t->failing_since, when));
 			json_object_foreach(cats, k, v) {
-				fprintf(out, "%s%s: %" JSON_INTEGER_FORMAT, first ? "; last run " : ", ", k,
+				fprintf(out, "%s%s: %" JSON_INTEGER_FORMAT, first ? "; last run: " : ", ", k,
 				    json_integer_value(v));
 				first = 0;
 			}
-			fprintf(out, ")\n");
+			if (first)
+				fprintf(out, " (%s)", t->last_category ? t->last_category : "?");
+			fprintf(out, "\n");
 			json_decref(cats);
 			if (t->last_error)
-				fprintf(out, "               last error: %.60s\n", t->last_error);
+				fprintf(out, "               last error: %.50s\n", t->last_error);
 			if (t->next_attempt_at > now)
 				fprintf(out, "               next attempt in %s; now: sluice retry %s\n",
 				    format_duration(t->next_attempt_at - now, d, sizeof d), t->name);
@@ -360,7 +370,7 @@ print_human(FILE *out, const char *path, json_t *journal, struct target_status *
 				    json_integer_value(v));
 				first = 0;
 			}
-			fprintf(out, "; re-queue: sluice retry --failed %s\n", t->name);
+			fprintf(out, " (sluice retry --failed %s)\n", t->name);
 		}
 		if (t->insecure)
 			fprintf(out, "               %swarning: TLS is not verified (--insecure)%s\n",
@@ -522,5 +532,5 @@ main(int argc, char **argv)
 	c = finish_stdout();
 	if (c != EXIT_OK)
 		return c;
-	return problems ? 1 : EXIT_OK;
+	return problems ? EXIT_PROBLEM : EXIT_OK;
 }

@@ -40,7 +40,8 @@ static const char usage[] =
 "      --batch-events N     events per request (default 1000)\n"
 "      --batch-bytes B      bytes per request body (default 4194304)\n"
 "      --max-event-bytes B  larger events are never sent: failed, oversized (default 1048576)\n"
-"      --timeout-ms T       connect and total time per request (default 10000)\n"
+"      --timeout-ms T       total time per request; connecting gets at most 10 s of it\n"
+"                           (default 10000)\n"
 "      --gzip               gzip request bodies (Content-Encoding: gzip)\n"
 "      --no-gzip            do not (set)\n"
 "      --header 'N: V'      add a fixed header to every request (repeatable)\n"
@@ -58,7 +59,8 @@ static const char usage[] =
 "  -V, --version            print the version\n"
 "\n"
 "Names are 1-64 characters of a-z 0-9 _ -. Exit: 0, 64 usage, 66 no journal\n"
-"(list, show), 69 unknown target, 78 bad target settings.\n";
+"(all but add), 69 unknown target, 70 internal error, 73 cannot create the\n"
+"journal, 74 I/O error, 75 journal busy, 78 bad target settings.\n";
 
 enum {
 	O_FORMAT = 256, O_AUTH_ENV, O_AUTH_FILE, O_NO_AUTH, O_BATCH_EVENTS, O_BATCH_BYTES,
@@ -428,7 +430,7 @@ main(int argc, char **argv)
 		    TARGET_COLUMNS);
 		st = db_prepare(db, sql);
 		sqlite3_bind_int(st, 1, only_enabled);
-		while (sqlite3_step(st) == SQLITE_ROW) {
+		while ((c = sqlite3_step(st)) == SQLITE_ROW) {
 			target_from_row(st, &t);
 			if (as_json)
 				print_json_target(&t);
@@ -439,6 +441,8 @@ main(int argc, char **argv)
 				    t.format, t.url, t.insecure ? "  (TLS NOT VERIFIED)" : "");
 			target_free(&t);
 		}
+		if (c != SQLITE_DONE)
+			db_die(db, c, "cannot list targets");
 	} else if (strcmp(cmd, "show") == 0) {
 		need_args(nargs, 1, "show takes NAME");
 		db = open_journal(db_flag, DB_MUST_EXIST);

@@ -26,14 +26,12 @@ static const char usage[] =
 "Porcelain:\n"
 "  emit          append events from stdin, then deliver what is due (bounded time)\n"
 "  drain         deliver due events to every enabled target\n"
-"  status        what is delivered, pending, failing, and why (--json, --check)\n"
+"  status        what is delivered, pending, failing, and why\n"
 "  target        add, list, show, rm, enable, disable receivers\n"
 "  retry         clear a target's backoff and drain now; re-queue failed events\n"
 "  quarantine    list, show and export input lines that could not be journaled\n"
 "  gc            archive and remove payloads delivered everywhere (explicit only)\n"
 "  vacuum        reclaim disk space after gc\n"
-"  import        migrate events from legacy offline-queue databases\n"
-"  snapshot      list and restore journal snapshots in object storage\n"
 "  config        print every setting, its value and where it came from\n"
 "\n"
 "Plumbing (the drain's stages, NDJSON on stdin and stdout):\n"
@@ -44,9 +42,8 @@ static const char usage[] =
 "  -V, --version   print the version\n";
 
 static const char *const verbs[] = {
-	"emit", "drain", "status", "target", "retry", "quarantine", "gc", "vacuum",
-	"import", "snapshot", "config", "journal-append", "select-undelivered",
-	"post-batch", "classify", "record-results", NULL
+	"emit", "drain", "status", "target", "retry", "quarantine", "gc", "vacuum", "config",
+	"journal-append", "select-undelivered", "post-batch", "classify", "record-results", NULL
 };
 
 int
@@ -70,6 +67,8 @@ main(int argc, char **argv)
 		} else if (strncmp(argv[i], "--db=", 5) == 0) {
 			db = argv[i] + 5;
 			i++;
+		} else if (strcmp(argv[i], "-d") == 0 || strcmp(argv[i], "--db") == 0) {
+			usage_error(usage, "%s needs a journal path", argv[i]);
 		} else {
 			usage_error(usage, "unknown option '%s'", argv[i]);
 		}
