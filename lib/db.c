@@ -266,18 +266,22 @@ db_open(const char *path, enum db_mode mode, const char *sync_flag, const char *
 {
 	sqlite3 *db = NULL;
 	struct stat sb;
-	const char *sync = setting_get("sync", sync_flag, NULL);
-	const char *busy_text = setting_get("busy_timeout", busy_flag, NULL);
+	struct setting sync_s, busy_s;
+	const char *sync = setting_get("sync", sync_flag, &sync_s);
+	const char *busy_text = setting_get("busy_timeout", busy_flag, &busy_s);
 	int64_t busy = parse_duration(busy_text);
 	int rc;
 	char sql[64];
 
 	if (!path || !*path)
 		die(EXIT_USAGE, "no journal path");
+	/* A bad flag is a usage error; a bad environment or config file, a configuration error. */
 	if (strcmp(sync, "full") != 0 && strcmp(sync, "normal") != 0)
-		die(EXIT_USAGE, "sync must be 'full' or 'normal', not '%s'", sync);
+		die(sync_flag ? EXIT_USAGE : EXIT_CONFIG, "sync must be 'full' or 'normal', not '%s' (%s)",
+		    sync, sync_s.source);
 	if (busy < 0)
-		die(EXIT_USAGE, "busy timeout '%s' is not a duration (e.g. 5s, 500ms)", busy_text);
+		die(busy_flag ? EXIT_USAGE : EXIT_CONFIG, "busy timeout '%s' is not a duration such as "
+		    "5s or 500ms (%s)", busy_text, busy_s.source);
 
 	if (stat(path, &sb) != 0) {
 		int fd;

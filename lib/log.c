@@ -117,6 +117,10 @@ usage_error(const char *text, const char *fmt, ...)
 	/* The first line of the help text is the synopsis. */
 	nl = strchr(text, '\n');
 	fprintf(stderr, "%.*s\n", nl ? (int)(nl - text) : (int)strlen(text), text);
-	fprintf(stderr, "Try '%s --help' for more information.\n", progname);
+	/* sluice-status is run as `sluice status`: say it the way people type it. */
+	if (strncmp(progname, "sluice-", 7) == 0)
+		fprintf(stderr, "Try 'sluice %s --help' for more information.\n", progname + 7);
+	else
+		fprintf(stderr, "Try '%s --help' for more information.\n", progname);
 	exit(EXIT_USAGE);
 }

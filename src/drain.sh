@@ -177,7 +177,8 @@ drain_all() {
 	else
 		mapfile -t list < <("$x/sluice-target" "${db_args[@]}" list --enabled --names)
 		if [ ${#list[@]} -eq 0 ]; then
-			warn "no enabled targets; events stay in the journal (add one: sluice target add NAME URL)"
+			[ ${#quiet[@]} -gt 0 ] ||
+				warn "no enabled targets; events stay in the journal (add one: sluice target add NAME URL)"
 			return 0
 		fi
 	fi

@@ -470,6 +470,10 @@ send_range(size_t lo, size_t hi)
 {
 	struct reply r;
 
+	if (!curl && !stopped) {
+		load_token();
+		setup_curl();
+	}
 	if (stopped) {
 		emit_record(batch.ev + lo, hi - lo, NULL, "not_attempted");
 		return;
@@ -648,8 +652,8 @@ main(int argc, char **argv)
 			die(EXIT_CONFIG, "target %s: the URL carries credentials; refused", target.name);
 		curl_url_cleanup(u);
 	}
-	load_token();
-	setup_curl();
+	/* The token and the connection are set up at the first request: with
+	 * nothing to send, nothing is read, checked or opened. */
 
 	line_reader_init(&in, STDIN_FILENO, "<stdin>",
 	    (size_t)target.max_event_bytes + RECORD_OVERHEAD);
@@ -671,9 +675,11 @@ main(int argc, char **argv)
 	flush_batch();
 	line_reader_free(&in);
 
-	curl_easy_cleanup(curl);
-	curl_slist_free_all(headers);
-	curl_global_cleanup();
+	if (curl) {
+		curl_easy_cleanup(curl);
+		curl_slist_free_all(headers);
+		curl_global_cleanup();
+	}
 	if (token) {
 		memset(token, 0, strlen(token));
 		free(token);

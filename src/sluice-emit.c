@@ -9,7 +9,7 @@
  * exit status is journal-append's alone: the events are safe in the journal
  * whatever the receivers do. A failing target adds one line on stderr:
  *
- *   sluice: prod is failing since 12:03 (auth_expired); run 'sluice retry prod'
+ *   sluice: prod is failing since 12:03 UTC (auth_expired); run 'sluice retry prod'
  *
  * No request is made beyond delivering what is due: no health probes, and
  * none at all when nothing is due.
@@ -45,8 +45,8 @@ static const char usage[] =
 "  -V, --version             print the version\n"
 "Every other option goes to journal-append (--report, --require, --source, ...).\n"
 "\n"
-"Exit: journal-append's status (0 appended, 65 some lines quarantined, 73, 74,\n"
-"75, 78); delivery problems are warnings, never the exit status.\n";
+"Exit: journal-append's status (0 appended, 64 usage, 65 some lines quarantined,\n"
+"70, 73, 74, 75, 78); delivery problems are warnings, never the exit status.\n";
 
 static pid_t
 spawn(char **args, int quiet_stdout)
@@ -116,6 +116,8 @@ wait_bounded(pid_t pid, int64_t ms)
 	debugmsg("the drain was stopped after %lld ms; the rest is delivered later", (long long)ms);
 }
 
+/* Runs in a child: whatever goes wrong reading the journal here must not
+ * change emit's exit status, which is the append's. */
 static void
 warn_failing(const char *path)
 {
@@ -134,8 +136,8 @@ warn_failing(const char *path)
 		format_time(t.failing_since, when);
 		/* 2026-11-22T12:03:00.000Z -> 12:03 (UTC), as a person reads it */
 		when[16] = '\0';
-		warnmsg("%s is failing since %s UTC (%s); run 'sluice retry %s'", t.name, when + 11,
-		    t.last_category ? t.last_category : "?", t.name);
+		fprintf(stderr, "sluice: %s is failing since %s UTC (%s); run 'sluice retry %s'\n",
+		    t.name, when + 11, t.last_category ? t.last_category : "?", t.name);
 		target_free(&t);
 	}
 	sqlite3_finalize(s);
@@ -153,7 +155,6 @@ main(int argc, char **argv)
 	pid_t pid;
 
 	log_init(argv[0]);
-	progname = "sluice";
 	if (!args)
 		die(EXIT_SOFTWARE, "out of memory");
 	args[n++] = exec_program("journal-append", append, sizeof append);
@@ -203,6 +204,13 @@ main(int argc, char **argv)
 		pid = spawn(dargs, 1);
 		wait_bounded(pid, timeout);
 	}
-	warn_failing(path);
+	fflush(stderr);
+	pid = fork();
+	if (pid == 0) {
+		warn_failing(path);
+		_exit(0);
+	}
+	if (pid > 0)
+		waitpid(pid, &wstatus, 0);
 	return status;
 }

@@ -2,9 +2,11 @@
  * sluice-gc - archive, then remove, the payloads of events delivered everywhere.
  *
  * Nothing is ever deleted implicitly: this runs only when asked. An event's
- * payload goes when it is older than the limit and, for every enabled target,
- * it is delivered there (or was superseded before that target ever tried it).
- * Events pending, retrying or failed anywhere are never touched. The event's
+ * payload goes when it is older than the limit, no target (enabled or not)
+ * has it retrying or failed, and every enabled target has it delivered or
+ * never wants it (superseded before it was tried there, or older than where
+ * a --no-backfill target started). Events pending for an enabled target,
+ * retrying or failed anywhere are never touched. The event's
  * row, id and ledger rows stay, so history remains answerable, and a later
  * resend of the same id is still recognized as a duplicate.
  *
@@ -45,19 +47,22 @@ static const char usage[] =
 "  -h, --help               this help\n"
 "  -V, --version            print the version\n"
 "\n"
-"Exit: 0, 64 usage, 66 no journal, 74 I/O error (the archive could not be\n"
-"written: nothing was removed), 75 journal busy, 78 bad 'retain' setting.\n";
+"Exit: 0, 64 usage, 66 no journal, 70 internal error, 74 I/O error (the archive\n"
+"could not be written: what was not archived was kept), 75 journal busy,\n"
+"78 bad 'retain' setting or journal too new.\n";
 
 #define CHUNK 5000
 
-/* Every enabled target has it delivered, or never wanted it (superseded). */
+/* No target, enabled or not, has it retrying or failed; and every enabled
+ * target has it delivered or never wants it: superseded before that target
+ * tried it, or below where the target started (--no-backfill). */
 static const char ELIGIBLE[] =
-	" e.payload IS NOT NULL AND e.appended_at < ?1 AND NOT EXISTS ("
-	"  SELECT 1 FROM targets t WHERE t.enabled AND NOT ("
-	"   EXISTS (SELECT 1 FROM deliveries d WHERE d.target_id = t.id AND d.event_seq = e.seq"
-	"     AND d.state = 'delivered')"
-	"   OR (e.superseded_by IS NOT NULL AND NOT EXISTS (SELECT 1 FROM deliveries d"
-	"     WHERE d.target_id = t.id AND d.event_seq = e.seq))))";
+	" e.payload IS NOT NULL AND e.appended_at < ?1"
+	" AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq"
+	"   AND d.state <> 'delivered')"
+	" AND NOT EXISTS (SELECT 1 FROM targets t WHERE t.enabled AND NOT ("
+	"   EXISTS (SELECT 1 FROM deliveries d WHERE d.target_id = t.id AND d.event_seq = e.seq)"
+	"   OR e.superseded_by IS NOT NULL OR e.seq <= t.cursor_seq))";
 
 struct archive {
 	const char *path;
@@ -87,7 +92,8 @@ archive_write(struct archive *a, const char *p, size_t n)
 {
 	if (a->gz) {
 		if (gzwrite(a->gz, p, (unsigned)n) != (int)n)
-			die(EXIT_IOERR, "cannot write archive %s; nothing was removed", a->path);
+			die(EXIT_IOERR, "cannot write archive %s; payloads not yet archived were kept",
+			    a->path);
 		return;
 	}
 	while (n > 0) {
@@ -96,8 +102,8 @@ archive_write(struct archive *a, const char *p, size_t n)
 		if (w < 0 && errno == EINTR)
 			continue;
 		if (w <= 0)
-			die(EXIT_IOERR, "cannot write archive %s: %s; nothing was removed", a->path,
-			    strerror(errno));
+			die(EXIT_IOERR, "cannot write archive %s: %s; payloads not yet archived were kept",
+			    a->path, strerror(errno));
 		p += w;
 		n -= (size_t)w;
 	}
@@ -108,10 +114,10 @@ static void
 archive_sync(struct archive *a)
 {
 	if (a->gz && gzflush(a->gz, Z_FULL_FLUSH) != Z_OK)
-		die(EXIT_IOERR, "cannot write archive %s; nothing was removed", a->path);
+		die(EXIT_IOERR, "cannot write archive %s; payloads not yet archived were kept", a->path);
 	if (fsync(a->fd) != 0)
-		die(EXIT_IOERR, "cannot sync archive %s: %s; nothing was removed", a->path,
-		    strerror(errno));
+		die(EXIT_IOERR, "cannot sync archive %s: %s; payloads not yet archived were kept",
+		    a->path, strerror(errno));
 }
 
 static void
@@ -167,7 +173,8 @@ main(int argc, char **argv)
 		if (strcmp(retain.value, "forever") == 0) {
 			warnmsg("retention is forever (%s): nothing to do; give --older-than or set "
 			    "retain", retain.source);
-			return EXIT_OK;
+			printf("0\n");
+			return finish_stdout();
 		}
 		if ((age = parse_duration(retain.value)) < 0)
 			die(EXIT_CONFIG, "retain = '%s' (%s) is neither 'forever' nor a duration",

@@ -44,7 +44,8 @@ static const char usage[] =
 "  -h, --help             this help\n"
 "  -V, --version          print the version\n"
 "\n"
-"Exit: 0, 1 (--check found a problem), 64 usage, 66 no journal, 74 I/O error.\n";
+"Exit: 0, 1 (--check found a problem), 64 usage, 66 no journal, 70 internal\n"
+"error, 74 I/O error, 75 journal busy, 78 journal too new.\n";
 
 #define FAILING_AFTER 3                  /* consecutive failures */
 #define FAILING_FOR_MS (5 * 60 * 1000)   /* or failing this long */
@@ -250,8 +251,8 @@ print_prometheus(FILE *out, json_t *journal, struct target_status *ts, size_t n)
 	metric_head(out, "sluice_events_total", "counter", "Events appended to the journal.");
 	fprintf(out, "sluice_events_total %" JSON_INTEGER_FORMAT "\n",
 	    json_integer_value(json_object_get(journal, "events")));
-	metric_head(out, "sluice_quarantined_total", "counter", "Input lines quarantined.");
-	fprintf(out, "sluice_quarantined_total %" JSON_INTEGER_FORMAT "\n",
+	metric_head(out, "sluice_quarantined", "gauge", "Input lines in quarantine.");
+	fprintf(out, "sluice_quarantined %" JSON_INTEGER_FORMAT "\n",
 	    json_integer_value(json_object_get(journal, "quarantined")));
 	metric_head(out, "sluice_journal_bytes", "gauge", "Size of the journal on disk.");
 	fprintf(out, "sluice_journal_bytes %" JSON_INTEGER_FORMAT "\n",
@@ -396,8 +397,8 @@ check(struct target_status *ts, size_t n, int64_t max_age, int64_t max_failed)
 			problems++;
 		}
 		if (ts[i].failed > max_failed) {
-			warnmsg("%s has %" PRId64 " events failed for good (limit %" PRId64 ")", t->name,
-			    ts[i].failed, max_failed);
+			warnmsg("%s has %" PRId64 " event%s failed for good (limit %" PRId64 ")", t->name,
+			    ts[i].failed, ts[i].failed == 1 ? "" : "s", max_failed);
 			problems++;
 		}
 		if (max_age >= 0 && ts[i].oldest_undelivered_at &&
@@ -467,6 +468,11 @@ main(int argc, char **argv)
 		usage_error(usage, "unexpected argument '%s'", argv[optind]);
 	if (as_json + prom > 1)
 		usage_error(usage, "--json and --prometheus exclude each other");
+	if (do_check && (as_json || prom || output))
+		usage_error(usage, "--check prints problems only; it takes no --json, --prometheus"
+		    " or --output");
+	if (!do_check && (max_age >= 0 || max_failed > 0))
+		usage_error(usage, "--max-age and --max-failed go with --check");
 
 	path = journal_path(db_flag);
 	db = db_open(path, DB_MUST_EXIST, NULL, NULL);

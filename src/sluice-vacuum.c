@@ -1,8 +1,8 @@
 /*
  * sluice-vacuum - give the space freed by gc back to the file system.
  *
- * Checkpoints the write-ahead log, then rebuilds the journal file (SQLite's
- * VACUUM). It needs the journal to itself for a moment: writers wait (their
+ * Rebuilds the journal file (SQLite's VACUUM), then checkpoints and truncates
+ * the write-ahead log. It needs the journal to itself for a moment: writers wait (their
  * busy timeout), and if it cannot get the journal within --busy-timeout it
  * exits 75 having changed nothing.
  */
@@ -25,7 +25,8 @@ static const char usage[] =
 "  -h, --help               this help\n"
 "  -V, --version            print the version\n"
 "\n"
-"Exit: 0, 64 usage, 66 no journal, 74 I/O error or disk full, 75 journal busy.\n";
+"Exit: 0, 64 usage, 66 no journal, 70 internal error, 74 I/O error or disk\n"
+"full, 75 journal busy, 78 journal too new.\n";
 
 static long long
 size_of(const char *path)

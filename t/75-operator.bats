@@ -83,7 +83,7 @@ known_state() {
 	target_add perm "$STUB_URL"
 	drain --target perm > /dev/null 2>&1
 	run -1 --separate-stderr sluice status --check
-	[[ "$stderr" == *"perm has 1 events failed for good (limit 0)"* ]]
+	[[ "$stderr" == *"perm has 1 event failed for good (limit 0)"* ]]
 	run -0 --separate-stderr sluice status --check --max-failed 1
 	stub_stop
 }
@@ -287,4 +287,43 @@ known_state() {
 	run -65 --separate-stderr sluice quarantine rm 1
 	run -0 sluice quarantine list
 	[ "$(echo "$output" | wc -l)" = 1 ]
+}
+
+@test "gc keeps what any target still needs: retrying at a disabled target, or pending" {
+	stub_start --reject-when data.n=2
+	events 3 | journal-append -q
+	target_add a "$STUB_URL/a"
+	drain > /dev/null 2>&1
+	sluice target disable a
+	# e-2 is retrying at a (disabled): kept; the others go
+	run -0 --separate-stderr sluice gc --older-than 0s
+	[ "$output" = 2 ]
+	[ "$(sql 'select group_concat(event_id) from events where payload is not null')" = e-2 ]
+	stub_stop
+}
+
+@test "gc collects events older than where a --no-backfill target started" {
+	stub_start
+	events 3 | journal-append -q
+	target_add a "$STUB_URL/a"
+	drain > /dev/null 2>&1
+	target_add late "$STUB_URL/late" --no-backfill
+	events 1 new | journal-append -q
+	run -0 --separate-stderr sluice gc --older-than 0s
+	# e-1..e-3 were never wanted by late; new-1 is pending there
+	[ "$output" = 3 ]
+	stub_stop
+}
+
+@test "emit with no targets says nothing; a journal it cannot read never changes its status" {
+	run -0 --separate-stderr sluice emit <<< "$(events 2)"
+	[ -z "$stderr" ]
+	[ "$(sql 'select count(*) from events')" = 2 ]
+}
+
+@test "bad settings from the environment are configuration errors (78), from flags usage errors (64)" {
+	SLUICE_SYNC=sometimes run -78 --separate-stderr journal-append <<< "$(events 1)"
+	[[ "$stderr" == *"sync must be 'full' or 'normal', not 'sometimes' (env SLUICE_SYNC)"* ]]
+	run -64 --separate-stderr journal-append --sync sometimes <<< "$(events 1)"
+	SLUICE_BUSY_TIMEOUT=forever run -78 --separate-stderr journal-append <<< "$(events 1)"
 }
