@@ -41,16 +41,16 @@ MHD_LIBS = $$($(PKG_CONFIG) --libs libmicrohttpd)
 # Plumbing and porcelain go to LIBEXECDIR; sluice and stub-receiver to BINDIR.
 PLUMBING = journal-append select-undelivered post-batch classify record-results
 PORCELAIN = sluice-config sluice-quarantine sluice-target sluice-status sluice-retry \
-	sluice-gc sluice-vacuum sluice-emit
+	sluice-gc sluice-vacuum sluice-emit sluice-import
 FRONT = sluice
 SCRIPTS = drain
 SERVER = stub-receiver
 PROGRAMS = $(PLUMBING) $(PORCELAIN) $(FRONT) $(SERVER)
 
 LIB_OBJS = $(B)/log.o $(B)/clock.o $(B)/config.o $(B)/db.o $(B)/ndjson.o \
-	$(B)/json.o $(B)/backoff.o $(B)/target.o $(B)/execpath.o
+	$(B)/json.o $(B)/backoff.o $(B)/target.o $(B)/execpath.o $(B)/journal.o
 LIB_HDRS = lib/log.h lib/clock.h lib/config.h lib/db.h lib/ndjson.h lib/json.h \
-	lib/backoff.h lib/exitcode.h lib/target.h lib/execpath.h
+	lib/backoff.h lib/exitcode.h lib/target.h lib/execpath.h lib/journal.h
 MANPAGES = $(PROGRAMS:%=man/%.1) $(SCRIPTS:%=man/%.1) man/sluice.7 man/sluice-records.5
 
 all: $(PROGRAMS:%=$(BINOUT)/%) $(SCRIPTS:%=$(BINOUT)/%)

@@ -91,6 +91,36 @@ static const char *const migrations[] = {
 	"  counts TEXT,"
 	"  exit_status INTEGER);"
 	"CREATE INDEX runs_by_target ON runs(target_id, id);",
+	/* 1 -> 2: routes (imported events meant for one target), the discard
+	 * audit, and provenance and conflicts of imports. */
+	"ALTER TABLE events ADD COLUMN route TEXT;"  /* NULL: every target */
+	"CREATE TABLE discards("
+	"  event_type TEXT PRIMARY KEY,"
+	"  count INTEGER NOT NULL,"
+	"  first_at INTEGER NOT NULL,"
+	"  last_at INTEGER NOT NULL);"
+	"CREATE TABLE import_provenance("
+	"  source TEXT NOT NULL,"
+	"  source_row INTEGER NOT NULL,"
+	"  event_seq INTEGER NOT NULL,"
+	"  original_timestamp INTEGER,"
+	"  retry_count INTEGER,"
+	"  imported_at INTEGER NOT NULL,"
+	"  PRIMARY KEY (source, source_row));"
+	"CREATE INDEX import_provenance_by_event ON import_provenance(event_seq);"
+	"CREATE TABLE import_conflicts("
+	"  event_id TEXT NOT NULL,"
+	"  source TEXT NOT NULL,"
+	"  source_row INTEGER NOT NULL,"
+	"  data TEXT NOT NULL,"
+	"  event_type TEXT,"
+	"  coalesce_key TEXT,"
+	"  original_timestamp INTEGER,"
+	"  retry_count INTEGER,"
+	"  route TEXT,"
+	"  detected_at INTEGER NOT NULL,"
+	"  resolved_at INTEGER,"
+	"  PRIMARY KEY (event_id, source, source_row));",
 };
 
 #define NMIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))

@@ -96,6 +96,14 @@ target_load_or_die(sqlite3 *db, const char *name, struct target *t)
 }
 
 void
+target_bind_pending(sqlite3_stmt *s, const struct target *t)
+{
+	sqlite3_bind_int64(s, 1, t->id);
+	sqlite3_bind_int64(s, 2, t->cursor_seq);
+	sqlite3_bind_text(s, 3, t->name, -1, SQLITE_TRANSIENT);
+}
+
+void
 target_free(struct target *t)
 {
 	free(t->url);

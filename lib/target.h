@@ -24,6 +24,20 @@ struct target {
 	int64_t created_at;
 };
 
+/*
+ * The one definition of "pending": event e has never been tried for the
+ * target (id ?1, cursor ?2, name ?3), is not superseded, still has its
+ * payload, and is meant for every target or for this one. Every event at or
+ * below the cursor has a ledger row, or is not wanted, or was gc'd.
+ */
+#define PENDING_WHERE \
+	" e.seq > ?2 AND e.superseded_by IS NULL AND e.payload IS NOT NULL" \
+	" AND (e.route IS NULL OR e.route = ?3)" \
+	" AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.target_id = ?1 AND d.event_seq = e.seq)"
+
+/* Binds ?1, ?2 and ?3 of PENDING_WHERE. */
+void target_bind_pending(sqlite3_stmt *s, const struct target *t);
+
 /* Target names are [a-z0-9_-]{1,64}: safe in file names, SQL and shells. */
 int target_name_valid(const char *name);
 /* Loads the target; returns 0, or -1 when there is no such target. */

@@ -14,7 +14,12 @@
  *     conflict (quarantined);
  *   - the payload is stored byte for byte as received. When the event has no
  *     event_id, a UUIDv7 is inserted as its first member and every other
- *     byte is kept.
+ *     byte is kept;
+ *   - an event with a coalesce key supersedes the earlier events with that key
+ *     (they are no longer sent where they were not sent yet; nothing is
+ *     rewritten);
+ *   - an event whose event_type matches --discard-type is not journaled, but
+ *     counted in the discard audit, never silently.
  *
  * Lines are committed in transactions of --batch lines, and at least every
  * 200 ms while input trickles in. Within a transaction one multi-row insert
@@ -25,6 +30,7 @@
 #include "config.h"
 #include "db.h"
 #include "exitcode.h"
+#include "journal.h"
 #include "json.h"
 #include "log.h"
 #include "ndjson.h"
@@ -40,7 +46,8 @@
 
 static const char usage[] =
 "usage: journal-append [-d PATH] [--source NAME] [--producer NAME] [--report]\n"
-"                      [--require KEY]... [--max-bytes N] [--batch N]\n"
+"                      [--require KEY]... [--coalesce-key FIELD[,FIELD...]]\n"
+"                      [--discard-type GLOB]... [--max-bytes N] [--batch N]\n"
 "                      [--sync full|normal] [--busy-timeout DURATION] [-q] < events.ndjson\n"
 "\n"
 "Append events, one JSON object per line, to the journal.\n"
@@ -50,6 +57,10 @@ static const char usage[] =
 "      --producer NAME      producer stored with each event (default: $SLUICE_PRODUCER)\n"
 "      --report             print one disposition record per input line on stdout\n"
 "      --require KEY        quarantine events lacking KEY (dotted path: data.order_id)\n"
+"      --coalesce-key F,..  build a coalesce key from these fields when an event has\n"
+"                           none: a newer event with the same key supersedes older ones\n"
+"      --discard-type GLOB  do not journal events whose event_type matches GLOB (count\n"
+"                           them in the discard audit); default: the discard_types setting\n"
 "      --max-bytes N        longest accepted line (default 1048576)\n"
 "      --batch N            lines per transaction (default 1000)\n"
 "      --sync MODE          full: fsync every commit (default); normal: faster, a power\n"
@@ -70,11 +81,12 @@ static const char usage[] =
 #define COMMIT_EVERY_MS 200
 #define MAX_PENDING_BYTES (8u << 20)
 
-enum disposition { D_APPENDED, D_DUPLICATE, D_QUARANTINED };
+enum disposition { D_APPENDED, D_DUPLICATE, D_QUARANTINED, D_DISCARDED };
 
 struct row {
 	unsigned long lineno;
 	int quarantine;            /* 1: goes to the quarantine table */
+	int discarded;             /* 1: not journaled, only counted (--discard-type) */
 	char *bytes;               /* the payload, or the raw line when quarantined */
 	size_t len;
 	int64_t raw_bytes;         /* the line's length; -1 when it was cut */
@@ -88,8 +100,8 @@ struct row {
 
 static struct {
 	const char *db_flag, *source, *producer, *sync, *busy;
-	char **required;
-	int nrequired;
+	char **required, **discard, **coalesce;
+	int nrequired, ndiscard, ncoalesce;
 	size_t max_bytes;
 	long batch;
 	int report, quiet;
@@ -98,12 +110,12 @@ static struct {
 static struct {
 	sqlite3 *db;
 	const char *path;
-	sqlite3_stmt *insert_many, *insert_one, *find, *quarantine;
+	sqlite3_stmt *insert_many, *insert_one, *find, *discard;
 	struct row *rows;
 	size_t nrows, cap, bytes;
 	int64_t first_row_at;       /* monotonic ms of the oldest uncommitted row */
 	unsigned long committed_line; /* every input line up to here is durable */
-	unsigned long appended, duplicates, quarantined;
+	unsigned long appended, duplicates, quarantined, discarded;
 } st;
 
 /* --- UUIDv7: 48 bits of Unix ms, then random bits, monotonic per process --- */
@@ -137,21 +149,6 @@ uuid7(char out[37])
 	    "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
 	    b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11],
 	    b[12], b[13], b[14], b[15]);
-}
-
-static int
-valid_event_id(const char *id, size_t len)
-{
-	if (len < 1 || len > 128)
-		return 0;
-	for (size_t i = 0; i < len; i++) {
-		char c = id[i];
-
-		if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-		    c == '.' || c == '_' || c == ':' || c == '-'))
-			return 0;
-	}
-	return 1;
 }
 
 static char *
@@ -227,6 +224,27 @@ quarantine_row(struct row *r, const char *data, size_t len, int64_t raw_bytes,
 	st.bytes += len;
 }
 
+/* The key --coalesce-key names: the JSON array of those fields' values, or
+ * NULL when one of them is missing (such an event is not coalesced). */
+static char *
+build_coalesce_key(json_t *event)
+{
+	json_t *values = json_array();
+	char *key = NULL;
+
+	for (int k = 0; k < opt.ncoalesce; k++) {
+		json_t *v = json_get_path(event, opt.coalesce[k]);
+
+		if (!v || json_is_null(v))
+			goto out;
+		json_array_append(values, v);
+	}
+	key = json_dumps(values, JSON_COMPACT | JSON_SORT_KEYS);
+out:
+	json_decref(values);
+	return key;
+}
+
 /* Checks one line and queues it as an event or for quarantine. */
 static void
 take_line(const char *data, size_t len, unsigned long lineno)
@@ -295,30 +313,25 @@ take_line(const char *data, size_t len, unsigned long lineno)
 		}
 	}
 	r->event_type = xstrdup(json_str(event, "event_type"));
+	for (int k = 0; r->event_type && k < opt.ndiscard; k++) {
+		if (fnmatch(opt.discard[k], r->event_type, 0) == 0) {
+			r->discarded = 1;
+			goto done;
+		}
+	}
 	r->coalesce_key = xstrdup(json_str(event, "coalesce_key"));
+	if (!r->coalesce_key && opt.ncoalesce > 0)
+		r->coalesce_key = build_coalesce_key(event);
 
 	if (r->event_id[0]) {
 		r->bytes = xmemdup(data, len, 0);
 		r->len = len;
 	} else {
-		/* Insert "event_id":"<uuid>" as the first member; keep every other byte. */
-		const char *brace = memchr(data, '{', len);
-		size_t head = (size_t)(brace - data) + 1;
-		char member[64];
-		int mlen;
-
 		uuid7(r->event_id);
-		mlen = snprintf(member, sizeof member, "\"event_id\":\"%s\"%s", r->event_id,
-		    json_object_size(event) > 1 || (json_object_size(event) == 1 &&
-		    !json_object_get(event, "event_id")) ? "," : "");
-		r->bytes = malloc(len + (size_t)mlen + 1);
+		r->bytes = payload_with_id(data, len, r->event_id, json_object_size(event) == 0,
+		    &r->len);
 		if (!r->bytes)
 			die(EXIT_SOFTWARE, "out of memory");
-		memcpy(r->bytes, data, head);
-		memcpy(r->bytes + head, member, (size_t)mlen);
-		memcpy(r->bytes + head + mlen, data + head, len - head);
-		r->len = len + (size_t)mlen;
-		r->bytes[r->len] = '\0';
 	}
 	r->raw_bytes = (int64_t)len;
 	st.bytes += r->len;
@@ -449,22 +462,6 @@ insert_one(struct row *r, int64_t now)
 	return rc == SQLITE_DONE ? SQLITE_OK : rc;
 }
 
-/* The canonical form of a payload, or NULL if it does not parse. */
-static char *
-canonical_of(const char *bytes, size_t len)
-{
-	json_t *v = json_loadb(bytes, len, JSON_ALLOW_NUL, NULL);
-	char *c;
-
-	if (!v)
-		v = json_loadb(bytes, len, JSON_ALLOW_NUL | JSON_DECODE_INT_AS_REAL, NULL);
-	if (!v)
-		return NULL;
-	c = json_canonical(v);
-	json_decref(v);
-	return c;
-}
-
 /* The event_id of r is taken. Same canonical payload: duplicate; else conflict. */
 static void
 settle_existing(struct row *r)
@@ -485,8 +482,8 @@ settle_existing(struct row *r)
 	if (!stored) {
 		same = 1; /* its payload was archived by gc: it was delivered; a resend */
 	} else {
-		char *ca = canonical_of((const char *)stored, (size_t)sqlite3_column_bytes(st.find, 1));
-		char *cb = canonical_of(r->bytes, r->len);
+		char *ca = canonical_payload((const char *)stored, (size_t)sqlite3_column_bytes(st.find, 1));
+		char *cb = canonical_payload(r->bytes, r->len);
 
 		same = ca && cb && strcmp(ca, cb) == 0;
 		free(ca);
@@ -507,28 +504,13 @@ settle_existing(struct row *r)
 static int
 insert_quarantine(struct row *r, int64_t now)
 {
-	sqlite3_stmt *s = st.quarantine;
-	int rc;
+	struct quarantined q = {
+		.source = opt.source, .line_no = (int64_t)r->lineno, .reason = r->reason,
+		.detail = r->detail, .event_id = r->event_id, .producer = opt.producer,
+		.raw = r->bytes, .raw_len = r->len, .raw_bytes = r->raw_bytes,
+	};
 
-	sqlite3_bind_int64(s, 1, now);
-	sqlite3_bind_text(s, 2, opt.source, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(s, 3, (sqlite3_int64)r->lineno);
-	sqlite3_bind_text(s, 4, r->reason, -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 5, r->detail, -1, SQLITE_STATIC);
-	db_bind_text(s, 6, r->event_id[0] ? r->event_id : NULL);
-	db_bind_text(s, 7, opt.producer);
-	sqlite3_bind_blob(s, 8, r->bytes, (int)r->len, SQLITE_STATIC);
-	if (r->raw_bytes >= 0)
-		sqlite3_bind_int64(s, 9, r->raw_bytes);
-	else
-		sqlite3_bind_null(s, 9);
-	rc = sqlite3_step(s);
-	if (rc == SQLITE_ROW) {
-		r->seq = sqlite3_column_int64(s, 0);
-		rc = sqlite3_step(s);
-	}
-	sqlite3_reset(s);
-	return rc == SQLITE_DONE ? SQLITE_OK : rc;
+	return journal_quarantine(st.db, &q, now, &r->seq);
 }
 
 static int
@@ -548,6 +530,8 @@ report_row(const struct row *r)
 	if (r->quarantine) {
 		linemsg(opt.source, r->lineno, "quarantined (%s): %s", r->reason, r->detail);
 		st.quarantined++;
+	} else if (r->discarded) {
+		st.discarded++;
 	} else if (r->result == D_DUPLICATE) {
 		st.duplicates++;
 	} else {
@@ -558,12 +542,15 @@ report_row(const struct row *r)
 	rec = json_object();
 	json_object_set_new(rec, "line", json_integer((json_int_t)r->lineno));
 	json_object_set_new(rec, "event_id", r->event_id[0] ? json_string(r->event_id) : json_null());
-	json_object_set_new(rec, "seq", !r->quarantine && r->seq >= 0 ? json_integer(r->seq) : json_null());
+	json_object_set_new(rec, "seq", !r->quarantine && !r->discarded && r->seq >= 0 ?
+	    json_integer(r->seq) : json_null());
 	json_object_set_new(rec, "status", json_string(r->quarantine ? "quarantined" :
-	    r->result == D_DUPLICATE ? "duplicate" : "appended"));
+	    r->discarded ? "discarded" : r->result == D_DUPLICATE ? "duplicate" : "appended"));
 	json_object_set_new(rec, "reason", r->quarantine ? json_string(r->reason) : json_null());
 	if (r->quarantine)
 		json_object_set_new(rec, "quarantine_id", json_integer(r->seq));
+	if (r->discarded)
+		json_object_set_new(rec, "event_type", json_string(r->event_type));
 	json_write(stdout, rec);
 	putchar('\n');
 	json_decref(rec);
@@ -594,7 +581,7 @@ commit_rows(void)
 	exec_or_fail("BEGIN IMMEDIATE");
 	exec_or_fail("SAVEPOINT batch");
 	for (size_t i = 0; i < st.nrows && rc == SQLITE_OK; i++) {
-		if (st.rows[i].quarantine)
+		if (st.rows[i].quarantine || st.rows[i].discarded)
 			continue;
 		events[n++] = &st.rows[i];
 		if (n == ROWS_PER_INSERT) {
@@ -614,7 +601,7 @@ commit_rows(void)
 		for (size_t i = 0; i < st.nrows; i++) {
 			struct row *r = &st.rows[i];
 
-			if (r->quarantine)
+			if (r->quarantine || r->discarded)
 				continue;
 			r->seq = -1;
 			r->result = D_APPENDED;
@@ -635,10 +622,23 @@ commit_rows(void)
 	for (size_t i = 0; i < st.nrows; i++) {
 		struct row *r = &st.rows[i];
 
+		if (r->discarded) {
+			sqlite3_bind_text(st.discard, 1, r->event_type, -1, SQLITE_STATIC);
+			sqlite3_bind_int64(st.discard, 2, now);
+			rc = sqlite3_step(st.discard);
+			sqlite3_reset(st.discard);
+			if (rc != SQLITE_DONE)
+				fail(rc, "cannot count a discarded event");
+			continue;
+		}
 		if (!r->quarantine && r->seq < 0)
 			settle_existing(r);
 		if (r->quarantine && (rc = insert_quarantine(r, now)) != SQLITE_OK)
 			fail(rc, "cannot quarantine");
+		/* In seq order, so the newest of a key is the one left standing. */
+		if (!r->quarantine && r->result == D_APPENDED && r->coalesce_key &&
+		    (rc = journal_supersede(st.db, r->seq, r->coalesce_key)) != SQLITE_OK)
+			fail(rc, "cannot coalesce");
 	}
 	exec_or_fail("COMMIT");
 	st.committed_line = st.rows[st.nrows - 1].lineno;
@@ -659,9 +659,26 @@ prepare_statements(void)
 	insert_sql(sql, sizeof sql, 1);
 	st.insert_one = db_prepare(st.db, sql);
 	st.find = db_prepare(st.db, "SELECT seq, payload FROM events WHERE event_id = ?");
-	st.quarantine = db_prepare(st.db,
-	    "INSERT INTO quarantine(received_at, source, line_no, reason, detail, event_id,"
-	    " producer, raw, raw_bytes) VALUES (?,?,?,?,?,?,?,?,?) RETURNING id");
+	st.discard = db_prepare(st.db, "INSERT INTO discards(event_type, count, first_at, last_at)"
+	    " VALUES (?1, 1, ?2, ?2) ON CONFLICT(event_type) DO UPDATE SET count = count + 1,"
+	    " last_at = excluded.last_at");
+}
+
+/* Appends the comma-separated items of text to *list. */
+static void
+split_list(const char *text, char ***list, int *n)
+{
+	char *copy = xstrdup(text), *save = NULL;
+
+	for (char *item = strtok_r(copy, ",", &save); item; item = strtok_r(NULL, ",", &save)) {
+		char **grown = realloc(*list, (size_t)(*n + 1) * sizeof *grown);
+
+		if (!grown)
+			die(EXIT_SOFTWARE, "out of memory");
+		*list = grown;
+		(*list)[(*n)++] = xstrdup(item);
+	}
+	free(copy);
 }
 
 static long
@@ -686,6 +703,8 @@ main(int argc, char **argv)
 		{ "producer", required_argument, NULL, 'p' },
 		{ "report", no_argument, NULL, 'r' },
 		{ "require", required_argument, NULL, 'R' },
+		{ "coalesce-key", required_argument, NULL, 'k' },
+		{ "discard-type", required_argument, NULL, 'D' },
 		{ "max-bytes", required_argument, NULL, 'm' },
 		{ "batch", required_argument, NULL, 'b' },
 		{ "sync", required_argument, NULL, 'S' },
@@ -711,6 +730,8 @@ main(int argc, char **argv)
 		case 'p': opt.producer = optarg; break;
 		case 'r': opt.report = 1; break;
 		case 'R': opt.required[opt.nrequired++] = optarg; break;
+		case 'k': split_list(optarg, &opt.coalesce, &opt.ncoalesce); break;
+		case 'D': split_list(optarg, &opt.discard, &opt.ndiscard); break;
 		case 'm': opt.max_bytes = (size_t)parse_count(optarg, "--max-bytes", 1); break;
 		case 'b': opt.batch = parse_count(optarg, "--batch", 1); break;
 		case 'S': opt.sync = optarg; break;
@@ -726,6 +747,12 @@ main(int argc, char **argv)
 		usage_error(usage, "unexpected argument '%s' (events are read from standard input)",
 		    argv[optind]);
 	opt.producer = setting_get("producer", opt.producer, NULL);
+	if (opt.ndiscard == 0) {
+		const char *types = setting_get("discard_types", NULL, NULL);
+
+		if (types)
+			split_list(types, &opt.discard, &opt.ndiscard);
+	}
 	st.path = journal_path(opt.db_flag);
 	st.db = db_open(st.path, DB_CREATE, opt.sync, opt.busy);
 	prepare_statements();
@@ -764,7 +791,10 @@ main(int argc, char **argv)
 	commit_rows();
 	line_reader_free(&in);
 	db_close(st.db);
-	if (!opt.quiet)
+	if (!opt.quiet && st.discarded)
+		warnmsg("%lu appended, %lu duplicate, %lu quarantined, %lu discarded", st.appended,
+		    st.duplicates, st.quarantined, st.discarded);
+	else if (!opt.quiet)
 		warnmsg("%lu appended, %lu duplicate, %lu quarantined", st.appended, st.duplicates,
 		    st.quarantined);
 	if (st.quarantined > 0)

@@ -391,14 +391,11 @@ advance_cursor(void)
 {
 	sqlite3_stmt *s = db_prepare(st.db,
 	    "UPDATE targets SET cursor_seq = coalesce("
-	    "  (SELECT e.seq - 1 FROM events e WHERE e.seq > ?2 AND e.superseded_by IS NULL"
-	    "   AND e.payload IS NOT NULL AND NOT EXISTS (SELECT 1 FROM deliveries d"
-	    "   WHERE d.target_id = ?1 AND d.event_seq = e.seq) ORDER BY e.seq LIMIT 1),"
+	    "  (SELECT e.seq - 1 FROM events e WHERE" PENDING_WHERE " ORDER BY e.seq LIMIT 1),"
 	    "  (SELECT max(seq) FROM events), 0) WHERE id = ?1");
 	int rc;
 
-	sqlite3_bind_int64(s, 1, st.target.id);
-	sqlite3_bind_int64(s, 2, st.target.cursor_seq);
+	target_bind_pending(s, &st.target);
 	rc = sqlite3_step(s);
 	if (rc != SQLITE_DONE)
 		db_die(st.db, rc, "cannot move the target's cursor");

@@ -82,11 +82,8 @@ next_due(int64_t now)
 
 	if (!target.enabled)
 		return -1;
-	s = db_prepare(db, "SELECT 1 FROM events e WHERE e.seq > ?2 AND e.superseded_by IS NULL"
-	    " AND e.payload IS NOT NULL AND NOT EXISTS (SELECT 1 FROM deliveries d"
-	    " WHERE d.target_id = ?1 AND d.event_seq = e.seq) LIMIT 1");
-	sqlite3_bind_int64(s, 1, target.id);
-	sqlite3_bind_int64(s, 2, target.cursor_seq);
+	s = db_prepare(db, "SELECT 1 FROM events e WHERE" PENDING_WHERE " LIMIT 1");
+	target_bind_pending(s, &target);
 	if (next_row(s))
 		due = now;
 	sqlite3_finalize(s);
@@ -180,14 +177,10 @@ main(int argc, char **argv)
 		goto done;
 	}
 
-	pending = db_prepare(db,
-	    "SELECT e.seq, e.event_id, e.payload FROM events e"
-	    " WHERE e.seq > ?2 AND e.superseded_by IS NULL AND e.payload IS NOT NULL"
-	    " AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.target_id = ?1 AND d.event_seq = e.seq)"
-	    " ORDER BY e.seq LIMIT ?3");
-	sqlite3_bind_int64(pending, 1, target.id);
-	sqlite3_bind_int64(pending, 2, target.cursor_seq);
-	sqlite3_bind_int64(pending, 3, limit);
+	pending = db_prepare(db, "SELECT e.seq, e.event_id, e.payload FROM events e WHERE"
+	    PENDING_WHERE " ORDER BY e.seq LIMIT ?4");
+	target_bind_pending(pending, &target);
+	sqlite3_bind_int64(pending, 4, limit);
 	retrying = db_prepare(db,
 	    "SELECT d.event_seq, e.event_id, d.attempts, e.payload"
 	    " FROM deliveries d JOIN events e ON e.seq = d.event_seq"

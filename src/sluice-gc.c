@@ -55,14 +55,16 @@ static const char usage[] =
 
 /* No target, enabled or not, has it retrying or failed; and every enabled
  * target has it delivered or never wants it: superseded before that target
- * tried it, or below where the target started (--no-backfill). */
+ * tried it, below where the target started (--no-backfill), or meant for
+ * another target. An event waiting for an unknown target is always kept. */
 static const char ELIGIBLE[] =
-	" e.payload IS NOT NULL AND e.appended_at < ?1"
+	" e.payload IS NOT NULL AND e.appended_at < ?1 AND coalesce(e.route, '') <> '?'"
 	" AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq"
 	"   AND d.state <> 'delivered')"
 	" AND NOT EXISTS (SELECT 1 FROM targets t WHERE t.enabled AND NOT ("
 	"   EXISTS (SELECT 1 FROM deliveries d WHERE d.target_id = t.id AND d.event_seq = e.seq)"
-	"   OR e.superseded_by IS NOT NULL OR e.seq <= t.cursor_seq))";
+	"   OR e.superseded_by IS NOT NULL OR e.seq <= t.cursor_seq"
+	"   OR (e.route IS NOT NULL AND e.route <> t.name)))";
 
 struct archive {
 	const char *path;

@@ -83,13 +83,9 @@ gather(struct target_status *ts)
 	if (!states) {
 		states = db_prepare(db, "SELECT state, count(*) FROM deliveries WHERE target_id = ?"
 		    " GROUP BY state");
-		pending = db_prepare(db, "SELECT count(*) FROM events e WHERE e.seq > ?2"
-		    " AND e.superseded_by IS NULL AND e.payload IS NOT NULL AND NOT EXISTS"
-		    " (SELECT 1 FROM deliveries d WHERE d.target_id = ?1 AND d.event_seq = e.seq)");
-		oldest_pending = db_prepare(db, "SELECT e.appended_at FROM events e WHERE e.seq > ?2"
-		    " AND e.superseded_by IS NULL AND e.payload IS NOT NULL AND NOT EXISTS"
-		    " (SELECT 1 FROM deliveries d WHERE d.target_id = ?1 AND d.event_seq = e.seq)"
-		    " ORDER BY e.seq LIMIT 1");
+		pending = db_prepare(db, "SELECT count(*) FROM events e WHERE" PENDING_WHERE);
+		oldest_pending = db_prepare(db, "SELECT e.appended_at FROM events e WHERE"
+		    PENDING_WHERE " ORDER BY e.seq LIMIT 1");
 		oldest_retrying = db_prepare(db, "SELECT min(e.appended_at) FROM deliveries d"
 		    " JOIN events e ON e.seq = d.event_seq WHERE d.target_id = ? AND d.state = 'retrying'");
 		failed_cats = db_prepare(db, "SELECT coalesce(category, 'unknown'), count(*)"
@@ -111,11 +107,9 @@ gather(struct target_status *ts)
 		db_die(db, rc, "cannot read the ledger");
 	sqlite3_reset(states);
 
-	sqlite3_bind_int64(pending, 1, t->id);
-	sqlite3_bind_int64(pending, 2, t->cursor_seq);
+	target_bind_pending(pending, t);
 	ts->pending = count_of(pending);
-	sqlite3_bind_int64(oldest_pending, 1, t->id);
-	sqlite3_bind_int64(oldest_pending, 2, t->cursor_seq);
+	target_bind_pending(oldest_pending, t);
 	ts->oldest_undelivered_at = count_of(oldest_pending);
 	sqlite3_bind_int64(oldest_retrying, 1, t->id);
 	{
@@ -319,6 +313,23 @@ print_human(FILE *out, const char *path, json_t *journal, struct target_status *
 	    json_integer_value(json_object_get(journal, "superseded")),
 	    (double)bytes / (1024.0 * 1024.0),
 	    json_integer_value(json_object_get(journal, "quarantined")));
+	if (json_object_size(json_object_get(journal, "discarded")) > 0) {
+		const char *k;
+		json_t *v;
+		int first = 1;
+
+		fprintf(out, "          discarded by type:");
+		json_object_foreach(json_object_get(journal, "discarded"), k, v) {
+			fprintf(out, "%s %s: %" JSON_INTEGER_FORMAT, first ? "" : ",", k,
+			    json_integer_value(v));
+			first = 0;
+		}
+		fprintf(out, "\n");
+	}
+	if (json_integer_value(json_object_get(journal, "unknown_target")) > 0)
+		fprintf(out, "          %" JSON_INTEGER_FORMAT " imported events wait for an unknown"
+		    " target (sluice import --assign NAME)\n",
+		    json_integer_value(json_object_get(journal, "unknown_target")));
 	if (n == 0) {
 		fprintf(out, "\nno targets: events stay in the journal (sluice target add NAME URL)\n");
 		return;
@@ -490,6 +501,18 @@ main(int argc, char **argv)
 	if (stat(tmp, &sb) == 0)
 		bytes += sb.st_size;
 	json_object_set_new(journal, "bytes", json_integer(bytes));
+	json_object_set_new(journal, "unknown_target", json_integer(db_int(db,
+	    "SELECT count(*) FROM events WHERE route = '?' AND payload IS NOT NULL", 0)));
+	{
+		json_t *discarded = json_object();
+
+		s = db_prepare(db, "SELECT event_type, count FROM discards ORDER BY event_type");
+		while (sqlite3_step(s) == SQLITE_ROW)
+			json_object_set_new(discarded, (const char *)sqlite3_column_text(s, 0),
+			    json_integer(sqlite3_column_int64(s, 1)));
+		sqlite3_finalize(s);
+		json_object_set_new(journal, "discarded", discarded);
+	}
 
 	snprintf(sql, sizeof sql, "SELECT %s FROM targets ORDER BY name", TARGET_COLUMNS);
 	s = db_prepare(db, sql);

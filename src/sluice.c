@@ -32,6 +32,7 @@ static const char usage[] =
 "  quarantine    list, show and export input lines that could not be journaled\n"
 "  gc            archive and remove payloads delivered everywhere (explicit only)\n"
 "  vacuum        reclaim disk space after gc\n"
+"  import        migrate events from legacy offline-queue databases\n"
 "  config        print every setting, its value and where it came from\n"
 "\n"
 "Plumbing (the drain's stages, NDJSON on stdin and stdout):\n"
@@ -42,7 +43,7 @@ static const char usage[] =
 "  -V, --version   print the version\n";
 
 static const char *const verbs[] = {
-	"emit", "drain", "status", "target", "retry", "quarantine", "gc", "vacuum", "config",
+	"emit", "drain", "status", "target", "retry", "quarantine", "gc", "vacuum", "import", "config",
 	"journal-append", "select-undelivered", "post-batch", "classify", "record-results", NULL
 };
 
