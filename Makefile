@@ -48,9 +48,9 @@ SERVER = stub-receiver
 PROGRAMS = $(PLUMBING) $(PORCELAIN) $(FRONT) $(SERVER)
 
 LIB_OBJS = $(B)/log.o $(B)/clock.o $(B)/config.o $(B)/db.o $(B)/ndjson.o \
-	$(B)/json.o $(B)/backoff.o $(B)/target.o $(B)/execpath.o $(B)/journal.o
+	$(B)/json.o $(B)/backoff.o $(B)/target.o $(B)/execpath.o $(B)/journal.o $(B)/http.o
 LIB_HDRS = lib/log.h lib/clock.h lib/config.h lib/db.h lib/ndjson.h lib/json.h \
-	lib/backoff.h lib/exitcode.h lib/target.h lib/execpath.h lib/journal.h
+	lib/backoff.h lib/exitcode.h lib/target.h lib/execpath.h lib/journal.h lib/http.h
 MANPAGES = $(PROGRAMS:%=man/%.1) $(SCRIPTS:%=man/%.1) man/sluice.7 man/sluice-records.5
 
 all: $(PROGRAMS:%=$(BINOUT)/%) $(SCRIPTS:%=$(BINOUT)/%)

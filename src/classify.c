@@ -34,6 +34,7 @@
  * table: a batch of n events costs O(n), not O(n^2).
  */
 #include "exitcode.h"
+#include "http.h"
 #include "json.h"
 #include "log.h"
 #include "ndjson.h"
@@ -956,18 +957,6 @@ says_missing_private_team(json_t *body)
 	return 0;
 }
 
-static const char *
-transport_category(const json_t *kind)
-{
-	if (word_is(kind, "timeout"))
-		return "timeout";
-	if (word_is(kind, "dns"))
-		return "dns";
-	if (word_is(kind, "tls"))
-		return "tls";
-	return "connection"; /* connect, reset, other, and any kind not known here */
-}
-
 static void
 classify_transport(struct response *r, struct verdict *v)
 {
@@ -975,7 +964,7 @@ classify_transport(struct response *r, struct verdict *v)
 	json_t *message = json_object_get(r->transport, "message");
 
 	v->status = "failed_transient";
-	v->category = transport_category(kind);
+	v->category = transport_category(json_string_value(kind));
 	if (json_is_string(message) && json_string_length(message) > 0) {
 		v->error_value = jstr(message);
 	} else {
@@ -1016,14 +1005,8 @@ classify_http_failure(struct response *r, struct verdict *v)
 			return;
 		v->status = "rejected";
 		v->category = "bad_request";
-	} else if (code == 401) {
-		v->category = "auth_expired";
-	} else if (code == 403) {
-		v->category = says_missing_private_team(body) ? "missing_private_team" : "forbidden";
-	} else if (code == 404) {
-		v->category = "not_found";
-	} else if (code == 408) {
-		v->category = "timeout";
+	} else if (code == 403 && says_missing_private_team(body)) {
+		v->category = "missing_private_team";
 	} else if (code == 413) {
 		/* post-batch splits a batch down to one event on 413, so the second
 		 * case means a stage upstream did not; keep the events, retry. */
@@ -1033,17 +1016,13 @@ classify_http_failure(struct response *r, struct verdict *v)
 		} else {
 			v->category = "oversized_batch";
 		}
-	} else if (code == 429) {
-		v->category = "rate_limited";
-		v->retry_after_ms = r->retry_after_ms;
-	} else if (code >= 400 && code < 500) {
+	} else if ((v->category = http_batch_category((long)code)) != NULL) {
+		/* The receiver's state, not the events': the target backs off. */
+		if (code == 429 || (code >= 500 && code < 600))
+			v->retry_after_ms = r->retry_after_ms;
+	} else {
 		v->status = "rejected";
 		v->category = "client_error";
-	} else if (code >= 500 && code < 600) {
-		v->category = "server_error";
-		v->retry_after_ms = r->retry_after_ms;
-	} else {
-		v->category = "unexpected_status";
 	}
 	emit_all(r, v);
 }

@@ -26,6 +26,7 @@
 #include "config.h"
 #include "db.h"
 #include "exitcode.h"
+#include "http.h"
 #include "json.h"
 #include "log.h"
 #include "ndjson.h"
@@ -221,37 +222,6 @@ setup_curl(void)
 	if (target.insecure) {
 		curl_easy_setopt(curl, CURLOPT_SSL_VERIFYPEER, 0L);
 		curl_easy_setopt(curl, CURLOPT_SSL_VERIFYHOST, 0L);
-	}
-}
-
-static const char *
-transport_kind(CURLcode code)
-{
-	switch (code) {
-	case CURLE_OPERATION_TIMEDOUT:
-		return "timeout";
-	case CURLE_COULDNT_CONNECT:
-		return "connect";
-	case CURLE_COULDNT_RESOLVE_HOST:
-	case CURLE_COULDNT_RESOLVE_PROXY:
-		return "dns";
-	case CURLE_SSL_CONNECT_ERROR:
-	case CURLE_PEER_FAILED_VERIFICATION:
-	case CURLE_SSL_CERTPROBLEM:
-	case CURLE_SSL_CIPHER:
-	case CURLE_SSL_CACERT_BADFILE:
-	case CURLE_SSL_ISSUER_ERROR:
-	case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
-	case CURLE_SSL_INVALIDCERTSTATUS:
-		return "tls";
-	case CURLE_RECV_ERROR:
-	case CURLE_SEND_ERROR:
-	case CURLE_GOT_NOTHING:
-	case CURLE_PARTIAL_FILE:
-	case CURLE_WEIRD_SERVER_REPLY:
-		return "reset";
-	default:
-		return "other";
 	}
 }
 
@@ -460,9 +430,7 @@ batch_level_failure(const struct reply *r)
 		return strcmp(target.format, "batch") == 0 &&
 		    !json_is_array(json_object_get(r->parsed, "results"));
 	}
-	if (s == 400 || s == 413)
-		return 0;
-	return !(s >= 400 && s < 500) || s == 401 || s == 403 || s == 404 || s == 408 || s == 429;
+	return http_batch_category(s) != NULL;
 }
 
 static void
