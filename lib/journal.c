@@ -75,17 +75,18 @@ cached(sqlite3 *db, sqlite3_stmt **slot, sqlite3 **owner, const char *sql)
 }
 
 int
-journal_supersede(sqlite3 *db, int64_t seq, const char *coalesce_key)
+journal_supersede(sqlite3 *db, int64_t seq, const char *coalesce_key, const char *route)
 {
 	static sqlite3_stmt *st;
 	static sqlite3 *owner;
 	sqlite3_stmt *s = cached(db, &st, &owner,
 	    "UPDATE events SET superseded_by = ?1 WHERE coalesce_key = ?2 AND seq < ?1"
-	    " AND superseded_by IS NULL");
+	    " AND superseded_by IS NULL AND route IS ?3");
 	int rc;
 
 	sqlite3_bind_int64(s, 1, seq);
 	sqlite3_bind_text(s, 2, coalesce_key, -1, SQLITE_STATIC);
+	db_bind_text(s, 3, route);
 	rc = sqlite3_step(s);
 	sqlite3_reset(s);
 	return rc == SQLITE_DONE ? SQLITE_OK : rc;

@@ -21,9 +21,11 @@ char *canonical_payload(const char *bytes, size_t len);
  * no members. Returns a malloc'd, NUL-terminated string; *outlen its length. */
 char *payload_with_id(const char *text, size_t len, const char *id, int empty, size_t *outlen);
 
-/* Marks the events before seq that share its coalesce key as superseded by
- * it: one indexed lookup. Returns an SQLite code. */
-int journal_supersede(sqlite3 *db, int64_t seq, const char *coalesce_key);
+/* Marks the events before seq that share its coalesce key and its route
+ * (NULL: every target) as superseded by it: one indexed lookup. An event
+ * meant for one target never supersedes one meant for all. Returns an
+ * SQLite code. */
+int journal_supersede(sqlite3 *db, int64_t seq, const char *coalesce_key, const char *route);
 
 struct quarantined {
 	const char *source;    /* stdin, a file name, an import source */

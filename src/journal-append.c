@@ -637,7 +637,7 @@ commit_rows(void)
 			fail(rc, "cannot quarantine");
 		/* In seq order, so the newest of a key is the one left standing. */
 		if (!r->quarantine && r->result == D_APPENDED && r->coalesce_key &&
-		    (rc = journal_supersede(st.db, r->seq, r->coalesce_key)) != SQLITE_OK)
+		    (rc = journal_supersede(st.db, r->seq, r->coalesce_key, NULL)) != SQLITE_OK)
 			fail(rc, "cannot coalesce");
 	}
 	exec_or_fail("COMMIT");

@@ -56,9 +56,11 @@ static const char usage[] =
 /* No target, enabled or not, has it retrying or failed; and every enabled
  * target has it delivered or never wants it: superseded before that target
  * tried it, below where the target started (--no-backfill), or meant for
- * another target. An event waiting for an unknown target is always kept. */
+ * another target. An event meant for a target that does not exist (an
+ * unknown one, or one removed) is always kept. */
 static const char ELIGIBLE[] =
-	" e.payload IS NOT NULL AND e.appended_at < ?1 AND coalesce(e.route, '') <> '?'"
+	" e.payload IS NOT NULL AND e.appended_at < ?1"
+	" AND (e.route IS NULL OR EXISTS (SELECT 1 FROM targets r WHERE r.name = e.route))"
 	" AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq"
 	"   AND d.state <> 'delivered')"
 	" AND NOT EXISTS (SELECT 1 FROM targets t WHERE t.enabled AND NOT ("

@@ -147,10 +147,11 @@ scan_row(const char *source, int64_t row, const char *event_id, const char *even
 		problem = "bad_event_id";
 		snprintf(detail, sizeof detail, "event_id must be 1-128 characters from "
 		    "A-Z a-z 0-9 . _ : -");
-	} else if ((inner_id = json_str(v, "event_id")) && strcmp(inner_id, event_id) != 0) {
+	} else if (json_object_get(v, "event_id") &&
+	    (!(inner_id = json_str(v, "event_id")) || strcmp(inner_id, event_id) != 0)) {
 		problem = "id_mismatch";
 		snprintf(detail, sizeof detail, "the row's event_id %.80s differs from its data's %.80s",
-		    event_id, inner_id);
+		    event_id, inner_id ? inner_id : "(not a string)");
 	} else if (!json_object_get(v, "event_id")) {
 		/* The receiver needs the id in the event: put it first, keep the rest. */
 		payload = payload_with_id(data, len, event_id, json_object_size(v) == 0, &plen);
@@ -273,7 +274,11 @@ scan_ndjson(const char *path)
 		json_t *v;
 		char *id = NULL, *type = NULL, *key = NULL;
 
-		if (line.len == 0)
+		size_t blank = 0;
+
+		while (blank < line.len && (line.data[blank] == ' ' || line.data[blank] == '\t'))
+			blank++;
+		if (blank == line.len)
 			continue;
 		v = json_loadb(line.data, line.len, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
 		if (json_is_object(v)) {
@@ -344,7 +349,7 @@ find_conflicts(void)
 /* --- phase 3: import, one transaction per source --- */
 
 struct counts {
-	long long imported, present, conflicts, quarantined;
+	long long imported, present, conflicts, quarantined, quarantined_before;
 };
 
 static int64_t
@@ -372,7 +377,8 @@ insert_event(sqlite3_stmt *row, const char *route, int64_t now)
 	sqlite3_step(ins);
 	sqlite3_reset(ins);
 	if (sqlite3_column_type(row, 3) != SQLITE_NULL &&
-	    (rc = journal_supersede(g.db, seq, (const char *)sqlite3_column_text(row, 3))) != SQLITE_OK)
+	    (rc = journal_supersede(g.db, seq, (const char *)sqlite3_column_text(row, 3), route)) !=
+	    SQLITE_OK)
 		db_die(g.db, rc, "cannot coalesce");
 	return seq;
 }
@@ -453,7 +459,11 @@ import_source(const char *source, struct counts *c)
 			sqlite3_bind_text(seen, 3, problem, -1, SQLITE_STATIC);
 			again = sqlite3_step(seen) == SQLITE_ROW;
 			sqlite3_reset(seen);
-			if (!again && (rc = journal_quarantine(g.db, &q, now, NULL)) != SQLITE_OK)
+			if (again) {
+				c->quarantined_before++;
+				continue;
+			}
+			if ((rc = journal_quarantine(g.db, &q, now, NULL)) != SQLITE_OK)
 				db_die(g.db, rc, "cannot quarantine");
 			linemsg(source, (unsigned long)row, "quarantined (%s): %s", problem, q.detail);
 			c->quarantined++;
@@ -492,10 +502,11 @@ import_source(const char *source, struct counts *c)
 static void
 summary(const char *source, const struct counts *c, const char *skipped)
 {
-	json_t *rec = json_pack("{s:s, s:I, s:I, s:I, s:I, s:s?, s:b}", "source", source,
+	json_t *rec = json_pack("{s:s, s:I, s:I, s:I, s:I, s:s?, s:b, s:I}", "source", source,
 	    "imported", (json_int_t)c->imported, "present", (json_int_t)c->present,
 	    "conflicts", (json_int_t)c->conflicts, "quarantined", (json_int_t)c->quarantined,
-	    "skipped", skipped, "dry_run", g.dry_run);
+	    "skipped", skipped, "dry_run", g.dry_run,
+	    "quarantined_before", (json_int_t)c->quarantined_before);
 
 	json_write(stdout, rec);
 	putchar('\n');
@@ -503,9 +514,10 @@ summary(const char *source, const struct counts *c, const char *skipped)
 	if (skipped)
 		warnmsg("%s: skipped: %s", source, skipped);
 	else
-		warnmsg("%s: %s%lld imported, %lld already present, %lld conflict%s, %lld quarantined",
-		    source, g.dry_run ? "(dry run) " : "", c->imported, c->present, c->conflicts,
-		    c->conflicts == 1 ? "" : "s", c->quarantined);
+		warnmsg("%s: %s%lld imported, %lld already present, %lld conflict%s, %lld quarantined"
+		    "%s", source, g.dry_run ? "(dry run) " : "", c->imported, c->present, c->conflicts,
+		    c->conflicts == 1 ? "" : "s", c->quarantined,
+		    c->quarantined_before ? " (and rows quarantined by an earlier import)" : "");
 	if (skipped || c->conflicts || c->quarantined)
 		g.status = EXIT_DATAERR;
 }
@@ -605,10 +617,15 @@ assign(const char *name)
 
 	db_exec(g.db, "BEGIN IMMEDIATE");
 	target_load_or_die(g.db, name, &t);
-	/* The target's cursor may have passed them: move it back before them. */
-	s = db_prepare(g.db, "UPDATE targets SET cursor_seq = min(cursor_seq, coalesce((SELECT"
-	    " min(seq) - 1 FROM events WHERE route = '" UNKNOWN_ROUTE "'), cursor_seq)) WHERE id = ?");
+	/* Those the target's cursor has passed are made due as retries (a ledger
+	 * row, no attempt yet), so the cursor never moves back over events the
+	 * target was never meant to have (--no-backfill). */
+	s = db_prepare(g.db, "INSERT OR IGNORE INTO deliveries(target_id, event_seq, state, attempts,"
+	    " next_attempt_at) SELECT ?1, seq, 'retrying', 0, ?2 FROM events WHERE route = '"
+	    UNKNOWN_ROUTE "' AND seq <= ?3 AND payload IS NOT NULL AND superseded_by IS NULL");
 	sqlite3_bind_int64(s, 1, t.id);
+	sqlite3_bind_int64(s, 2, now_ms());
+	sqlite3_bind_int64(s, 3, t.cursor_seq);
 	if (sqlite3_step(s) != SQLITE_DONE)
 		db_die(g.db, sqlite3_errcode(g.db), "cannot assign");
 	sqlite3_finalize(s);
@@ -620,8 +637,8 @@ assign(const char *name)
 	sqlite3_finalize(s);
 	db_exec(g.db, "COMMIT");
 	printf("%lld\n", n);
-	warnmsg("%lld event%s that waited for an unknown target now go to %s", n, n == 1 ? "" : "s",
-	    t.name);
+	warnmsg("%lld event%s that waited for an unknown target now go%s to %s", n,
+	    n == 1 ? "" : "s", n == 1 ? "es" : "", t.name);
 	target_free(&t);
 	return EXIT_OK;
 }
@@ -672,6 +689,9 @@ main(int argc, char **argv)
 			usage_error(usage, "--conflicts, --resolve and --assign go alone");
 		if (!!resolve_id != !!keep)
 			usage_error(usage, "--resolve ID needs --keep FILE (or --keep journal)");
+		if (g.dry_run || target || unknown)
+			usage_error(usage, "--conflicts, --resolve and --assign take no --dry-run, "
+			    "--target or --unknown-target");
 		g.db = db_open(journal_path(db_flag), DB_MUST_EXIST, NULL, NULL);
 		c = conflicts ? list_conflicts() : resolve_id ? resolve(resolve_id, keep) :
 		    assign(assign_to);
@@ -680,6 +700,8 @@ main(int argc, char **argv)
 	}
 	if (!!dir + !!ndjson + (optind < argc) != 1)
 		usage_error(usage, "give --dir DIR, --ndjson FILE, or queue files");
+	if (keep)
+		usage_error(usage, "--keep goes with --resolve");
 	if (!!target == unknown)
 		usage_error(usage, "say where the events go: --target NAME or --unknown-target "
 		    "(the scope behind a legacy queue cannot be guessed)");
@@ -730,7 +752,7 @@ main(int argc, char **argv)
 		if (g.dry_run)
 			db_exec(g.db, "BEGIN IMMEDIATE");
 		for (size_t i = 0; i < g.nsources; i++) {
-			struct counts counts = { 0, 0, 0, 0 };
+			struct counts counts = { 0, 0, 0, 0, 0 };
 
 			if (!skipped[i])
 				import_source(g.sources[i], &counts);

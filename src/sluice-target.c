@@ -466,6 +466,16 @@ main(int argc, char **argv)
 		warnmsg("removed target %s and its %d ledger rows; no event was touched", t.name,
 		    sqlite3_changes(db));
 		sqlite3_finalize(st);
+		/* Events imported for it are not lost with it: they wait for an
+		 * unknown target again (sluice import --assign). */
+		st = db_prepare(db, "UPDATE events SET route = '?' WHERE route = ?");
+		sqlite3_bind_text(st, 1, t.name, -1, SQLITE_STATIC);
+		if (sqlite3_step(st) != SQLITE_DONE)
+			db_die(db, sqlite3_errcode(db), "cannot remove target");
+		if (sqlite3_changes(db) > 0)
+			warnmsg("%d events meant for %s only now wait for an unknown target "
+			    "(sluice import --assign NAME)", sqlite3_changes(db), t.name);
+		sqlite3_finalize(st);
 		st = db_prepare(db, "DELETE FROM runs WHERE target_id = ?");
 		sqlite3_bind_int64(st, 1, t.id);
 		sqlite3_step(st);

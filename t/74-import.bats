@@ -162,3 +162,43 @@ setup_sources() {
 	run -69 --separate-stderr sluice import --dir q --target nope
 	run -64 --separate-stderr sluice import --target x
 }
+
+@test "--assign does not backfill a --no-backfill target; rm of a target gives its events back" {
+	stub_start
+	events 2 old | journal-append -q
+	legacy_queue q/queue.db
+	row q/queue.db u1 x '{"event_id":"u1"}'
+	sluice import --dir q --unknown-target > /dev/null 2>&1
+	events 1 new | journal-append -q
+	target_add late "$STUB_URL/late" --no-backfill
+	run -0 --separate-stderr sluice import --assign late
+	drain > /dev/null 2>&1
+	[ "$(jq -r 'select(.status=="success") | .event.event_id' "$STUB_LOG" | paste -sd,)" = u1 ]
+	run -0 --separate-stderr sluice target rm late
+	[[ "$stderr" == *"1 events meant for late only now wait for an unknown target"* ]]
+	[ "$(sql "select route from events where event_id = 'u1'")" = '?' ]
+	run -0 --separate-stderr sluice gc --older-than 0s
+	[ "$(sql "select count(*) from events where event_id = 'u1' and payload is not null")" = 1 ]
+	stub_stop
+}
+
+@test "an import for one target never supersedes an event meant for all" {
+	echo '{"event_id":"all","coalesce_key":"K"}' | journal-append -q
+	legacy_queue q/queue.db with_key
+	row q/queue.db mine x '{"event_id":"mine"}'
+	sqlite3 q/queue.db "UPDATE queue SET coalesce_key = 'K'"
+	target_add prod http://127.0.0.1:9/x
+	sluice import --dir q --target prod > /dev/null 2>&1
+	[ "$(sql "select coalesce(superseded_by, '-') from events where event_id = 'all'")" = - ]
+}
+
+@test "an event_id in data that is not the row's (or not a string) is id_mismatch" {
+	legacy_queue q/queue.db
+	row q/queue.db x5 x '{"event_id":5}'
+	target_add prod http://127.0.0.1:9/x
+	run -65 --separate-stderr sluice import --dir q --target prod
+	[ "$(sql 'select reason from quarantine')" = id_mismatch ]
+	# quarantined once; a re-run is not an error again
+	run -0 --separate-stderr sluice import --dir q --target prod
+	[ "$(echo "$output" | jq -c '[.quarantined, .quarantined_before]')" = '[0,1]' ]
+}
