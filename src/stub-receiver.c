@@ -640,6 +640,21 @@ split_array(struct conn *c, const char *text, size_t len, const char **why)
 	return n;
 }
 
+/* Adds the n elements split_array() found as events; 0, or -1 with *why set. */
+static int
+add_elements(struct conn *c, int n, const char **why)
+{
+	if (n < 0)
+		return -1;
+	for (int i = 0; i < n; i++) {
+		if (add_event(c, c->spans[i].value, c->spans[i].valuelen) != 0) {
+			*why = "every event must be a JSON object";
+			return -1;
+		}
+	}
+	return 0;
+}
+
 /* Fills c->events from the body; 0, or -1 with *why set. */
 static int
 split_events(struct conn *c, const char *text, size_t len, enum format f, const char **why)
@@ -667,6 +682,30 @@ split_events(struct conn *c, const char *text, size_t len, enum format f, const 
 		return 0;
 	}
 	if (f == FMT_BATCH) {
+		const char *arr, *end;
+		int n;
+
+		/* The usual body is exactly {"events":[...]}: then the array's own
+		 * scan checks all of it, and the body is not scanned twice. */
+		arr = text;
+		end = text + len;
+		while (arr < end && strchr(" \t\r\n", *arr))
+			arr++;
+		while (end > arr && strchr(" \t\r\n", end[-1]))
+			end--;
+		if (end - arr > 12 && memcmp(arr, "{\"events\":", 10) == 0 && end[-1] == '}') {
+			arr += 10;
+			end--;
+			while (arr < end && strchr(" \t\r\n", *arr))
+				arr++;
+			while (end > arr && strchr(" \t\r\n", end[-1]))
+				end--;
+			if (end > arr && *arr == '[' && end[-1] == ']' &&
+			    (n = split_array(c, arr, (size_t)(end - arr), why)) >= 0)
+				return add_elements(c, n, why);
+		}
+	}
+	if (f == FMT_BATCH) {
 		struct json_member top[16], *m = top;
 		const struct json_member *events;
 		int n = json_members(text, len, m, 16, why);
@@ -691,19 +730,7 @@ split_events(struct conn *c, const char *text, size_t len, enum format f, const 
 			return -1;
 		}
 	}
-	{
-		int n = split_array(c, text, len, why);
-
-		if (n < 0)
-			return -1;
-		for (int i = 0; i < n; i++) {
-			if (add_event(c, c->spans[i].value, c->spans[i].valuelen) != 0) {
-				*why = "every event must be a JSON object";
-				return -1;
-			}
-		}
-	}
-	return 0;
+	return add_elements(c, split_array(c, text, len, why), why);
 }
 
 /* Inflates in[0..len) into c->inflated. 0; -1 bad data; -2 too large. */
@@ -1227,6 +1254,8 @@ finish_request(struct conn *c, struct MHD_Connection *mc, const char *url, const
 		a = (struct answer){ .retry_after = -1 };
 		answer_step(s, &a);
 	} else if (!authorized(mc)) {
+		if (!c->too_large && read_body(c, mc, &f, &a) == 0)
+			events = (long)c->nevents; /* counted, not processed */
 		answer_json(&a, 401, "{\"error\":\"unauthorized\"}");
 	} else if (c->too_large) {
 		answer_json(&a, 413, "{\"error\":\"payload too large\"}");
@@ -1352,6 +1381,10 @@ on_connection(void *cls, struct MHD_Connection *mc, void **socket_context,
 	}
 }
 
+/* libmicrohttpd's last message while starting, to say why it could not. */
+static char startup_error[1024];
+static atomic_int started;
+
 static void mhd_log(void *cls, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
 
 static void
@@ -1365,6 +1398,8 @@ mhd_log(void *cls, const char *fmt, va_list ap)
 	n = strlen(msg);
 	while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == ' '))
 		msg[--n] = '\0';
+	if (!atomic_load(&started))
+		snprintf(startup_error, sizeof startup_error, "%s", msg);
 	debugmsg("libmicrohttpd: %s", msg);
 }
 
@@ -1795,10 +1830,14 @@ main(int argc, char **argv)
 	    MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
 	    MHD_OPTION_ARRAY, tls,
 	    MHD_OPTION_END);
-	if (!d)
-		die(EXIT_UNAVAILABLE, "cannot listen on 127.0.0.1:%ld%s%s", opt.port,
-		    errno ? ": " : (cert ? " (is the certificate and key pair valid?)" : ""),
-		    errno ? strerror(errno) : "");
+	if (!d && cert)
+		die(EXIT_UNAVAILABLE, "cannot serve HTTPS on 127.0.0.1:%ld with %s and %s: %s",
+		    opt.port, opt.tls_cert, opt.tls_key,
+		    startup_error[0] ? startup_error : errno ? strerror(errno) : "unknown error");
+	if (!d) /* libmicrohttpd's own message names port 0: the one given it apart */
+		die(EXIT_UNAVAILABLE, "cannot listen on 127.0.0.1:%ld: %s", opt.port,
+		    errno ? strerror(errno) : startup_error[0] ? startup_error : "unknown error");
+	atomic_store(&started, 1);
 	free(cert);
 	free(key);
 	info = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);
@@ -1829,8 +1868,10 @@ main(int argc, char **argv)
 			break;
 		}
 		if (deadline >= 0 && mono_ms() >= deadline) {
-			warnmsg("stopping: --exit-after %" PRId64 "s have passed",
-			    opt.exit_after_ms / 1000);
+			char took[32];
+
+			warnmsg("stopping: --exit-after %s has passed",
+			    format_duration(opt.exit_after_ms, took, sizeof took));
 			break;
 		}
 		release_held(0);

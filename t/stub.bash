@@ -15,7 +15,7 @@
 # stub_start [ARGS...]: start a stub-receiver in the background and wait
 # until it listens.
 stub_start() {
-	local portfile="$BATS_TEST_TMPDIR/stub.port" i
+	local portfile="$BATS_TEST_TMPDIR/stub.port" _
 	rm -f "$portfile"
 	export STUB_LOG="$BATS_TEST_TMPDIR/stub.log"
 	export STUB_STDERR="$BATS_TEST_TMPDIR/stub.stderr"
@@ -26,7 +26,7 @@ stub_start() {
 	export STUB_PID
 	track "$STUB_PID"
 	# Wait for the port file; give up at once if the stub died.
-	for i in $(seq 1 400); do
+	for _ in $(seq 1 400); do
 		[ -s "$portfile" ] && break
 		if ! kill -0 "$STUB_PID" 2>/dev/null; then
 			echo "stub-receiver did not start:" >&2
@@ -47,10 +47,10 @@ stub_start() {
 # stub_stop: SIGTERM the stub, wait for it (10 s at most) and return its exit
 # status, so a leak report or a crash on shutdown fails the test.
 stub_stop() {
-	local rc=0 i
+	local rc=0 _
 	[ -n "${STUB_PID:-}" ] || return 0
 	kill -TERM "$STUB_PID" 2>/dev/null || true
-	for i in $(seq 1 400); do
+	for _ in $(seq 1 400); do
 		kill -0 "$STUB_PID" 2>/dev/null || break
 		sleep 0.025
 	done
