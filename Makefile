@@ -41,7 +41,7 @@ MHD_LIBS = $$($(PKG_CONFIG) --libs libmicrohttpd)
 # Plumbing and porcelain go to LIBEXECDIR; sluice and stub-receiver to BINDIR.
 PLUMBING = journal-append select-undelivered post-batch classify record-results
 PORCELAIN = sluice-config sluice-quarantine sluice-target sluice-status sluice-retry \
-	sluice-gc sluice-vacuum sluice-emit sluice-import
+	sluice-gc sluice-vacuum sluice-emit sluice-import sluice-snapshot
 FRONT = sluice
 SCRIPTS = drain
 SERVER = stub-receiver
@@ -72,6 +72,10 @@ $(B)/main-%.o: src/%.c $(LIB_HDRS) $(B)/.dir
 $(BINOUT)/stub-receiver: src/stub-receiver.c $(B)/libsluice.a $(LIB_HDRS)
 	$(CC) $(ALL_CFLAGS) $(MHD_CFLAGS) -o $@ src/stub-receiver.c $(B)/libsluice.a \
 		$(LDFLAGS) $(EXTRA_LDFLAGS) $(MHD_LIBS) $(LIBS)
+
+$(BINOUT)/sluice-snapshot: $(B)/main-sluice-snapshot.o $(B)/libsluice.a
+	$(CC) -o $@ $(B)/main-sluice-snapshot.o $(B)/libsluice.a $(LDFLAGS) $(EXTRA_LDFLAGS) \
+		$(LIBS) $$($(PKG_CONFIG) --libs gnutls)
 
 $(BINOUT)/%: $(B)/main-%.o $(B)/libsluice.a
 	$(CC) -o $@ $(B)/main-$*.o $(B)/libsluice.a $(LDFLAGS) $(EXTRA_LDFLAGS) $(LIBS)

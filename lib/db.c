@@ -121,6 +121,26 @@ static const char *const migrations[] = {
 	"  detected_at INTEGER NOT NULL,"
 	"  resolved_at INTEGER,"
 	"  PRIMARY KEY (event_id, source, source_row));",
+	/* 2 -> 3: snapshot targets (a consistent copy of the journal in object
+	 * storage) and the snapshots they hold. */
+	"ALTER TABLE targets ADD COLUMN s3_region TEXT;"
+	"ALTER TABLE targets ADD COLUMN s3_access_env TEXT;"
+	"ALTER TABLE targets ADD COLUMN s3_secret_env TEXT;"
+	"ALTER TABLE targets ADD COLUMN min_interval_ms INTEGER NOT NULL DEFAULT 0;"
+	"ALTER TABLE targets ADD COLUMN keep_snapshots INTEGER NOT NULL DEFAULT 0;" /* 0: all */
+	"CREATE TABLE snapshots("
+	"  id INTEGER PRIMARY KEY,"
+	"  target_id INTEGER NOT NULL,"
+	"  key TEXT NOT NULL,"
+	"  seq INTEGER NOT NULL,"          /* the journal's highest seq in the copy */
+	"  bytes INTEGER NOT NULL,"
+	"  sha256 TEXT NOT NULL,"          /* of the object as stored */
+	"  etag TEXT,"
+	"  fingerprint TEXT NOT NULL,"     /* what the journal looked like */
+	"  gzip INTEGER NOT NULL,"
+	"  created_at INTEGER NOT NULL,"
+	"  deleted_at INTEGER);"           /* removed by --keep */
+	"CREATE INDEX snapshots_by_target ON snapshots(target_id, id);",
 };
 
 #define NMIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))

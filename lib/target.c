@@ -1,9 +1,12 @@
 /* target.c - see target.h */
 #include "target.h"
+#include "backoff.h"
 #include "db.h"
 #include "exitcode.h"
 #include "log.h"
 
+#include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -12,7 +15,8 @@ const char TARGET_COLUMNS[] =
 	" max_event_bytes, timeout_ms, max_rejections, gzip, insecure, enabled, headers,"
 	" cacert, cursor_seq, consecutive_failures, failing_since, next_attempt_at,"
 	" last_attempt_at, last_success_at, last_category, last_error, last_categories,"
-	" last_http_status, created_at";
+	" last_http_status, created_at, s3_region, s3_access_env, s3_secret_env, min_interval_ms,"
+	" keep_snapshots";
 
 int
 target_name_valid(const char *name)
@@ -65,6 +69,11 @@ target_from_row(sqlite3_stmt *s, struct target *t)
 	t->last_categories = db_column_strdup(s, 24);
 	t->last_http_status = col_int(s, 25);
 	t->created_at = col_int(s, 26);
+	t->s3_region = db_column_strdup(s, 27);
+	t->s3_access_env = db_column_strdup(s, 28);
+	t->s3_secret_env = db_column_strdup(s, 29);
+	t->min_interval_ms = col_int(s, 30);
+	t->keep_snapshots = col_int(s, 31);
 }
 
 int
@@ -95,6 +104,88 @@ target_load_or_die(sqlite3 *db, const char *name, struct target *t)
 		die(EXIT_UNAVAILABLE, "no target named '%s' (see: sluice target list)", name);
 }
 
+char *
+target_token(const struct target *t)
+{
+	char buf[16384];
+	char *token = NULL;
+
+	if (t->auth_env) {
+		const char *v = getenv(t->auth_env);
+
+		if (!v || !*v)
+			die(EXIT_CONFIG, "target %s: the token variable $%s is not set", t->name,
+			    t->auth_env);
+		token = strdup(v);
+	} else if (t->auth_file) {
+		FILE *f = fopen(t->auth_file, "r");
+		size_t n;
+
+		if (!f)
+			die(EXIT_CONFIG, "target %s: cannot read token file %s: %s", t->name,
+			    t->auth_file, strerror(errno));
+		n = fread(buf, 1, sizeof buf - 1, f);
+		fclose(f);
+		buf[n] = '\0';
+		while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' '))
+			buf[--n] = '\0';
+		if (n == 0)
+			die(EXIT_CONFIG, "target %s: token file %s is empty", t->name, t->auth_file);
+		token = strdup(buf);
+		memset(buf, 0, sizeof buf);
+	} else {
+		return NULL;
+	}
+	if (!token)
+		die(EXIT_SOFTWARE, "out of memory");
+	if (strpbrk(token, "\r\n"))
+		die(EXIT_CONFIG, "target %s: the token contains a line break", t->name);
+	return token;
+}
+
+void
+target_record_success(sqlite3 *db, int64_t id, int64_t now)
+{
+	sqlite3_stmt *s = db_prepare(db, "UPDATE targets SET consecutive_failures = 0,"
+	    " failing_since = NULL, next_attempt_at = NULL, last_category = NULL, last_error = NULL,"
+	    " last_http_status = NULL, last_success_at = ?2, last_attempt_at = ?2 WHERE id = ?1");
+	int rc;
+
+	sqlite3_bind_int64(s, 1, id);
+	sqlite3_bind_int64(s, 2, now);
+	if ((rc = sqlite3_step(s)) != SQLITE_DONE)
+		db_die(db, rc, "cannot update the target");
+	sqlite3_finalize(s);
+}
+
+int64_t
+target_record_failure(sqlite3 *db, int64_t id, int64_t failures_before, int64_t now,
+    const char *category, const char *error, int64_t http_status, int64_t retry_after_ms)
+{
+	int64_t failures = failures_before + 1;
+	int64_t next = now + backoff_delay_ms(failures, retry_after_ms);
+	sqlite3_stmt *s = db_prepare(db, "UPDATE targets SET consecutive_failures = ?2,"
+	    " failing_since = CASE WHEN ?2 = 1 OR failing_since IS NULL THEN ?3 ELSE failing_since END,"
+	    " next_attempt_at = ?4, last_category = ?5, last_error = ?6, last_http_status = ?7,"
+	    " last_attempt_at = ?3 WHERE id = ?1");
+	int rc;
+
+	sqlite3_bind_int64(s, 1, id);
+	sqlite3_bind_int64(s, 2, failures);
+	sqlite3_bind_int64(s, 3, now);
+	sqlite3_bind_int64(s, 4, next);
+	db_bind_text(s, 5, category);
+	db_bind_text(s, 6, error);
+	if (http_status > 0)
+		sqlite3_bind_int64(s, 7, http_status);
+	else
+		sqlite3_bind_null(s, 7);
+	if ((rc = sqlite3_step(s)) != SQLITE_DONE)
+		db_die(db, rc, "cannot update the target");
+	sqlite3_finalize(s);
+	return next;
+}
+
 void
 target_bind_pending(sqlite3_stmt *s, const struct target *t)
 {
@@ -114,5 +205,8 @@ target_free(struct target *t)
 	free(t->last_category);
 	free(t->last_error);
 	free(t->last_categories);
+	free(t->s3_region);
+	free(t->s3_access_env);
+	free(t->s3_secret_env);
 	memset(t, 0, sizeof *t);
 }

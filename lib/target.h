@@ -22,7 +22,18 @@ struct target {
 	char *last_category, *last_error, *last_categories;
 	int64_t last_http_status;
 	int64_t created_at;
+	/* snapshot targets */
+	char *s3_region, *s3_access_env, *s3_secret_env;
+	int64_t min_interval_ms, keep_snapshots;
 };
+
+/* Snapshot targets copy the whole journal; the others deliver events. */
+#define TARGET_IS_SNAPSHOT(t) (strcmp((t)->format, "snapshot") == 0)
+
+/* The bearer token of the target, from its variable or its file; NULL when
+ * it has none. Dies with 78 when the variable is unset or the file unreadable.
+ * The caller wipes and frees it. */
+char *target_token(const struct target *t);
 
 /*
  * The one definition of "pending": event e has never been tried for the
@@ -37,6 +48,15 @@ struct target {
 
 /* Binds ?1, ?2 and ?3 of PENDING_WHERE. */
 void target_bind_pending(sqlite3_stmt *s, const struct target *t);
+
+/* After any success: the failing state is cleared (count, since, next
+ * attempt, last error), last_success_at and last_attempt_at are now. */
+void target_record_success(sqlite3 *db, int64_t id, int64_t now);
+/* After a batch-level failure: the count grows from failures_before, the
+ * target backs off (backoff.h; Retry-After wins when longer). Returns the
+ * time of the next attempt. */
+int64_t target_record_failure(sqlite3 *db, int64_t id, int64_t failures_before, int64_t now,
+    const char *category, const char *error, int64_t http_status, int64_t retry_after_ms);
 
 /* Target names are [a-z0-9_-]{1,64}: safe in file names, SQL and shells. */
 int target_name_valid(const char *name);

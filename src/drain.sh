@@ -6,7 +6,9 @@
 #     select-undelivered | post-batch | classify | record-results
 #
 # in rounds of --limit events until nothing is due or the target fails at
-# batch level (then the target backs off and drain moves on). The lock is
+# batch level (then the target backs off and drain moves on). For a snapshot
+# target it runs `sluice-snapshot push` instead, which uploads a copy of the
+# journal when it changed. The lock is
 # flock(1) on a descriptor the stages inherit: it lasts as long as the last
 # process holding it and can never go stale; a second drain of the same
 # target says so and moves on (exit 75).
@@ -127,6 +129,12 @@ drain_target() {
 		exec {fd}>&-
 		return 75
 	fi
+	if is_snapshot "$t"; then
+		"$x/sluice-snapshot" "${db_args[@]}" "${quiet[@]}" push "$t"
+		rc=$?
+		exec {fd}>&-
+		return "$rc"
+	fi
 	while :; do
 		out=$(
 			"$x/select-undelivered" "${db_args[@]}" --target "$t" --limit "$limit" "${quiet[@]}" |
@@ -167,8 +175,17 @@ drain_target() {
 	return "$rc"
 }
 
+is_snapshot() {
+	local s
+	for s in "${snapshots[@]}"; do
+		[ "$s" = "$1" ] && return 0
+	done
+	return 1
+}
+
 drain_all() {
 	local t rc=0 list
+	mapfile -t snapshots < <("$x/sluice-target" "${db_args[@]}" list --names --kind snapshot)
 	if [ ${#targets[@]} -gt 0 ]; then
 		list=("${targets[@]}")
 		for t in "${list[@]}"; do

@@ -122,44 +122,6 @@ buf_append(char **data, size_t *len, size_t *cap, const char *p, size_t n)
 	(*data)[*len] = '\0';
 }
 
-/* --- the token: from the environment or a file, never from argv --- */
-
-static void
-load_token(void)
-{
-	char buf[16384];
-
-	if (target.auth_env) {
-		const char *v = getenv(target.auth_env);
-
-		if (!v || !*v)
-			die(EXIT_CONFIG, "target %s: the token variable $%s is not set", target.name,
-			    target.auth_env);
-		token = strdup(v);
-	} else if (target.auth_file) {
-		FILE *f = fopen(target.auth_file, "r");
-		size_t n;
-
-		if (!f)
-			die(EXIT_CONFIG, "target %s: cannot read token file %s: %s", target.name,
-			    target.auth_file, strerror(errno));
-		n = fread(buf, 1, sizeof buf - 1, f);
-		fclose(f);
-		buf[n] = '\0';
-		while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' '))
-			buf[--n] = '\0';
-		if (n == 0)
-			die(EXIT_CONFIG, "target %s: token file %s is empty", target.name,
-			    target.auth_file);
-		token = strdup(buf);
-		memset(buf, 0, sizeof buf);
-	}
-	if ((target.auth_env || target.auth_file) && !token)
-		die(EXIT_SOFTWARE, "out of memory");
-	if (token && strpbrk(token, "\r\n"))
-		die(EXIT_CONFIG, "target %s: the token contains a line break", target.name);
-}
-
 /* --- HTTP --- */
 
 static size_t
@@ -439,7 +401,7 @@ send_range(size_t lo, size_t hi)
 	struct reply r;
 
 	if (!curl && !stopped) {
-		load_token();
+		token = target_token(&target);
 		setup_curl();
 	}
 	if (stopped) {

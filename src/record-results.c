@@ -417,42 +417,20 @@ finish_run(void)
 	/* Reload: another process may have changed it while we recorded. */
 	target_free(&st.target);
 	target_load_or_die(st.db, st.target_name_copy, &st.target);
-	if (failed) {
-		int64_t failures = (succeeded ? 0 : st.target.consecutive_failures) + 1;
-
-		next = now + backoff_delay_ms(failures, st.max_retry_after);
-		s = db_prepare(st.db, "UPDATE targets SET consecutive_failures = ?2,"
-		    " failing_since = CASE WHEN ?3 OR failing_since IS NULL THEN ?4 ELSE failing_since END,"
-		    " next_attempt_at = ?5, last_category = ?6, last_error = ?7, last_http_status = ?8,"
-		    " last_attempt_at = ?4, last_success_at = CASE WHEN ?3 THEN ?4 ELSE last_success_at END,"
-		    " last_categories = ?9 WHERE id = ?1");
-		sqlite3_bind_int64(s, 2, failures);
-		sqlite3_bind_int(s, 3, succeeded);
-		sqlite3_bind_int64(s, 5, next);
-		sqlite3_bind_text(s, 6, st.transient_category, -1, SQLITE_STATIC);
-		db_bind_text(s, 7, st.transient_error);
-		if (st.transient_http)
-			sqlite3_bind_int64(s, 8, st.transient_http);
-		else
-			sqlite3_bind_null(s, 8);
-	} else if (st.recorded > 0) {
-		s = db_prepare(st.db, "UPDATE targets SET last_attempt_at = ?4,"
-		    " consecutive_failures = CASE WHEN ?3 THEN 0 ELSE consecutive_failures END,"
-		    " failing_since = CASE WHEN ?3 THEN NULL ELSE failing_since END,"
-		    " next_attempt_at = CASE WHEN ?3 THEN NULL ELSE next_attempt_at END,"
-		    " last_category = CASE WHEN ?3 THEN NULL ELSE last_category END,"
-		    " last_error = CASE WHEN ?3 THEN NULL ELSE last_error END,"
-		    " last_http_status = CASE WHEN ?3 THEN NULL ELSE last_http_status END,"
-		    " last_success_at = CASE WHEN ?3 THEN ?4 ELSE last_success_at END,"
-		    " last_categories = ?9 WHERE id = ?1");
-		sqlite3_bind_int(s, 3, succeeded);
-	} else {
-		s = NULL;
-	}
-	if (s) {
+	/* A success clears the failing state; a failure in the same run then
+	 * counts from there: the target's state is the latest news. */
+	if (succeeded)
+		target_record_success(st.db, st.target.id, now);
+	if (failed)
+		next = target_record_failure(st.db, st.target.id,
+		    succeeded ? 0 : st.target.consecutive_failures, now, st.transient_category,
+		    st.transient_error, st.transient_http, st.max_retry_after);
+	if (st.recorded > 0) {
+		s = db_prepare(st.db, "UPDATE targets SET last_attempt_at = ?2, last_categories = ?3"
+		    " WHERE id = ?1");
 		sqlite3_bind_int64(s, 1, st.target.id);
-		sqlite3_bind_int64(s, 4, now);
-		sqlite3_bind_text(s, 9, cats, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(s, 2, now);
+		sqlite3_bind_text(s, 3, cats, -1, SQLITE_STATIC);
 		rc = sqlite3_step(s);
 		if (rc != SQLITE_DONE)
 			db_die(st.db, rc, "cannot update the target");

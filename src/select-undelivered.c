@@ -156,6 +156,14 @@ main(int argc, char **argv)
 	target_load_or_die(db, name, &target);
 	now = now_ms();
 
+	if (TARGET_IS_SNAPSHOT(&target)) {
+		/* It copies the journal, not events: the drain runs sluice-snapshot for it. */
+		if (want_next_due && target.next_attempt_at > now)
+			printf("%" PRId64 "\n", target.next_attempt_at);
+		else if (!want_next_due && !quiet)
+			warnmsg("%s is a snapshot target; it takes no events", target.name);
+		goto done;
+	}
 	if (want_next_due) {
 		int64_t due = next_due(now);
 

@@ -136,6 +136,17 @@ main(int argc, char **argv)
 		free(ids);
 		return finish_stdout();
 	}
+	if (TARGET_IS_SNAPSHOT(&t)) {
+		/* A snapshot now, changed or not. */
+		char prog[PATH_MAX];
+		char *args[] = { prog, (char *)"--db", (char *)path, (char *)"push", (char *)"--force",
+		    t.name, NULL };
+
+		exec_program("sluice-snapshot", prog, sizeof prog);
+		fflush(stdout);
+		execv(prog, args);
+		die(EXIT_SOFTWARE, "cannot run %s: %s", prog, strerror(errno));
+	}
 	{
 		/* Drain it now. */
 		char drain[PATH_MAX];

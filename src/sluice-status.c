@@ -29,6 +29,7 @@
 static const char usage[] =
 "usage: sluice status [-d PATH] [--json | --prometheus] [--output FILE]\n"
 "       sluice status [-d PATH] --check [--max-age DURATION] [--max-failed N]\n"
+"                     [--max-snapshot-age DURATION]\n"
 "\n"
 "Show, per target, what is delivered, pending, retrying and failed, and why.\n"
 "\n"
@@ -41,6 +42,7 @@ static const char usage[] =
 "                         older than --max-age\n"
 "      --max-age DUR      oldest acceptable undelivered event for --check (e.g. 1h)\n"
 "      --max-failed N     terminal failures acceptable per target for --check (default 0)\n"
+"      --max-snapshot-age DUR  oldest acceptable last snapshot, for --check\n"
 "  -h, --help             this help\n"
 "  -V, --version          print the version\n"
 "\n"
@@ -56,6 +58,9 @@ struct target_status {
 	int64_t delivered, pending, retrying, failed;
 	int64_t oldest_undelivered_at;   /* appended_at; 0: none */
 	json_t *failed_categories;
+	/* snapshot targets: the last good snapshot, and how far behind it is */
+	char *snapshot_key;
+	int64_t snapshot_seq, snapshot_at, lag_events, lag_ms;
 };
 
 static sqlite3 *db;
@@ -74,12 +79,36 @@ count_of(sqlite3_stmt *s)
 }
 
 static void
+gather_snapshot(struct target_status *ts)
+{
+	sqlite3_stmt *s = db_prepare(db, "SELECT key, seq, created_at FROM snapshots"
+	    " WHERE target_id = ? AND deleted_at IS NULL ORDER BY id DESC LIMIT 1");
+	int64_t top = db_int(db, "SELECT coalesce(max(seq), 0) FROM events", 0);
+
+	sqlite3_bind_int64(s, 1, ts->t.id);
+	if (sqlite3_step(s) == SQLITE_ROW) {
+		ts->snapshot_key = db_column_strdup(s, 0);
+		ts->snapshot_seq = sqlite3_column_int64(s, 1);
+		ts->snapshot_at = sqlite3_column_int64(s, 2);
+	}
+	sqlite3_finalize(s);
+	ts->lag_events = top - ts->snapshot_seq;
+	/* Never snapshotted: behind since the target exists. */
+	ts->lag_ms = now - (ts->snapshot_at ? ts->snapshot_at : ts->t.created_at);
+}
+
+static void
 gather(struct target_status *ts)
 {
 	static sqlite3_stmt *states, *pending, *oldest_pending, *oldest_retrying, *failed_cats;
 	struct target *t = &ts->t;
 	int rc;
 
+	ts->failed_categories = json_object();
+	if (TARGET_IS_SNAPSHOT(t)) {
+		gather_snapshot(ts);
+		goto state;
+	}
 	if (!states) {
 		states = db_prepare(db, "SELECT state, count(*) FROM deliveries WHERE target_id = ?"
 		    " GROUP BY state");
@@ -118,14 +147,13 @@ gather(struct target_status *ts)
 		if (r && (!ts->oldest_undelivered_at || r < ts->oldest_undelivered_at))
 			ts->oldest_undelivered_at = r;
 	}
-	ts->failed_categories = json_object();
 	sqlite3_bind_int64(failed_cats, 1, t->id);
 	while ((rc = sqlite3_step(failed_cats)) == SQLITE_ROW)
 		json_object_set_new(ts->failed_categories,
 		    (const char *)sqlite3_column_text(failed_cats, 0),
 		    json_integer(sqlite3_column_int64(failed_cats, 1)));
 	sqlite3_reset(failed_cats);
-
+state:
 	if (!t->enabled)
 		ts->state = "disabled";
 	else if (t->consecutive_failures >= FAILING_AFTER ||
@@ -194,6 +222,14 @@ print_json(FILE *out, const char *path, json_t *journal, struct target_status *t
 		json_object_set_new(o, "last_http_status", t->last_http_status ?
 		    json_integer(t->last_http_status) : json_null());
 		json_object_set_new(o, "last_categories", cats ? cats : json_object());
+		json_object_set_new(o, "kind", json_string(TARGET_IS_SNAPSHOT(t) ? "snapshot" : "events"));
+		if (TARGET_IS_SNAPSHOT(t))
+			json_object_set_new(o, "snapshot", json_pack("{s:o, s:I, s:o, s:I, s:I}",
+			    "last_key", text_json(ts[i].snapshot_key),
+			    "last_seq", (json_int_t)ts[i].snapshot_seq,
+			    "last_at", time_json(ts[i].snapshot_at),
+			    "lag_events", (json_int_t)ts[i].lag_events,
+			    "lag_seconds", (json_int_t)(ts[i].lag_ms / 1000)));
 		json_array_append_new(targets, o);
 	}
 	json_object_set_new(doc, "targets", targets);
@@ -240,6 +276,8 @@ print_prometheus(FILE *out, json_t *journal, struct target_status *ts, size_t n)
 		{ "sluice_oldest_pending_seconds", "Age of the oldest undelivered event (0: none).", 7 },
 		{ "sluice_last_success_timestamp_seconds", "When the target last accepted an event (0: never).", 8 },
 		{ "sluice_target_enabled", "1 when the target is enabled.", 9 },
+		{ "sluice_snapshot_lag_events", "Events appended since the last good snapshot.", 10 },
+		{ "sluice_snapshot_age_seconds", "Seconds since the last good snapshot.", 11 },
 	};
 
 	metric_head(out, "sluice_events_total", "counter", "Events appended to the journal.");
@@ -268,7 +306,13 @@ print_prometheus(FILE *out, json_t *journal, struct target_status *ts, size_t n)
 			case 7: v = ts[i].oldest_undelivered_at ? (now - ts[i].oldest_undelivered_at) / 1000 : 0; break;
 			case 8: v = t->last_success_at / 1000; break;
 			case 9: v = t->enabled; break;
+			case 10: v = ts[i].lag_events; break;
+			case 11: v = ts[i].lag_ms / 1000; break;
 			}
+			/* Ledger metrics for event targets, lag metrics for snapshot targets. */
+			if (TARGET_IS_SNAPSHOT(t) ? per_target[m].which <= 3 || per_target[m].which == 7 :
+			    per_target[m].which >= 10)
+				continue;
 			fprintf(out, "%s{target=\"", per_target[m].name);
 			label(out, t->name);
 			fprintf(out, "\"} %" PRId64 "\n", v);
@@ -344,10 +388,20 @@ print_human(FILE *out, const char *path, json_t *journal, struct target_status *
 			format_duration(now - ts[i].oldest_undelivered_at, oldest, sizeof oldest);
 		else
 			snprintf(oldest, sizeof oldest, "-");
-		fprintf(out, "%-12.12s %s%-12s%s %9" PRId64 " %8" PRId64 " %6" PRId64 " %6" PRId64
-		    " %8s %9s\n", t->name, paint(ts[i].state, colour), ts[i].state, reset,
-		    ts[i].delivered, ts[i].pending, ts[i].retrying, ts[i].failed, oldest,
-		    t->last_success_at ? format_duration(now - t->last_success_at, ok, sizeof ok) : "never");
+		if (TARGET_IS_SNAPSHOT(t)) {
+			char age[32];
+
+			fprintf(out, "%-12.12s %s%-12s%s snapshot lag: %" PRId64 " events, %s\n", t->name,
+			    paint(ts[i].state, colour), ts[i].state, reset, ts[i].lag_events,
+			    ts[i].snapshot_at ? format_duration(ts[i].lag_ms, age, sizeof age) :
+			    "no snapshot yet");
+		} else {
+			fprintf(out, "%-12.12s %s%-12s%s %9" PRId64 " %8" PRId64 " %6" PRId64 " %6" PRId64
+			    " %8s %9s\n", t->name, paint(ts[i].state, colour), ts[i].state, reset,
+			    ts[i].delivered, ts[i].pending, ts[i].retrying, ts[i].failed, oldest,
+			    t->last_success_at ? format_duration(now - t->last_success_at, ok, sizeof ok) :
+			    "never");
+		}
 		if (t->consecutive_failures > 0) {
 			json_t *cats = t->last_categories ? json_loads(t->last_categories, 0, NULL) : NULL;
 			const char *k;
@@ -392,7 +446,8 @@ print_human(FILE *out, const char *path, json_t *journal, struct target_status *
 
 /* --check: one line per problem on stderr; the number of problems. */
 static int
-check(struct target_status *ts, size_t n, int64_t max_age, int64_t max_failed)
+check(struct target_status *ts, size_t n, int64_t max_age, int64_t max_failed,
+    int64_t max_snapshot_age)
 {
 	int problems = 0;
 	char d[32];
@@ -410,6 +465,12 @@ check(struct target_status *ts, size_t n, int64_t max_age, int64_t max_failed)
 		if (ts[i].failed > max_failed) {
 			warnmsg("%s has %" PRId64 " event%s failed for good (limit %" PRId64 ")", t->name,
 			    ts[i].failed, ts[i].failed == 1 ? "" : "s", max_failed);
+			problems++;
+		}
+		if (max_snapshot_age >= 0 && TARGET_IS_SNAPSHOT(t) && ts[i].lag_ms > max_snapshot_age) {
+			warnmsg("%s: the last good snapshot is %s old (limit %s)", t->name,
+			    ts[i].snapshot_at ? format_duration(ts[i].lag_ms, d, sizeof d) : "never taken;",
+			    format_duration(max_snapshot_age, d + 16, 16));
 			problems++;
 		}
 		if (max_age >= 0 && ts[i].oldest_undelivered_at &&
@@ -434,13 +495,14 @@ main(int argc, char **argv)
 		{ "check", no_argument, NULL, 'c' },
 		{ "max-age", required_argument, NULL, 'a' },
 		{ "max-failed", required_argument, NULL, 'f' },
+		{ "max-snapshot-age", required_argument, NULL, 's' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 }
 	};
 	const char *db_flag = NULL, *output = NULL, *path;
 	int c, as_json = 0, prom = 0, do_check = 0, problems = 0, colour;
-	int64_t max_age = -1, max_failed = 0;
+	int64_t max_age = -1, max_failed = 0, max_snapshot_age = -1;
 	struct target_status *ts = NULL;
 	size_t n = 0;
 	json_t *journal;
@@ -462,6 +524,11 @@ main(int argc, char **argv)
 			if ((max_age = parse_duration(optarg)) < 0)
 				usage_error(usage, "--max-age wants a duration such as 30m or 2h, not '%s'", optarg);
 			break;
+		case 's':
+			if ((max_snapshot_age = parse_duration(optarg)) < 0)
+				usage_error(usage, "--max-snapshot-age wants a duration such as 1h, not '%s'",
+				    optarg);
+			break;
 		case 'f': {
 			char *end;
 
@@ -482,8 +549,8 @@ main(int argc, char **argv)
 	if (do_check && (as_json || prom || output))
 		usage_error(usage, "--check prints problems only; it takes no --json, --prometheus"
 		    " or --output");
-	if (!do_check && (max_age >= 0 || max_failed > 0))
-		usage_error(usage, "--max-age and --max-failed go with --check");
+	if (!do_check && (max_age >= 0 || max_failed > 0 || max_snapshot_age >= 0))
+		usage_error(usage, "--max-age, --max-failed and --max-snapshot-age go with --check");
 
 	path = journal_path(db_flag);
 	db = db_open(path, DB_MUST_EXIST, NULL, NULL);
@@ -529,7 +596,7 @@ main(int argc, char **argv)
 	db_exec(db, "COMMIT");
 
 	if (do_check) {
-		problems = check(ts, n, max_age, max_failed);
+		problems = check(ts, n, max_age, max_failed, max_snapshot_age);
 	} else {
 		if (output) {
 			snprintf(tmp, sizeof tmp, "%s.tmp", output);
@@ -554,6 +621,7 @@ main(int argc, char **argv)
 	json_decref(journal);
 	for (size_t i = 0; i < n; i++) {
 		json_decref(ts[i].failed_categories);
+		free(ts[i].snapshot_key);
 		target_free(&ts[i].t);
 	}
 	free(ts);

@@ -25,7 +25,7 @@
 static const char usage[] =
 "usage: sluice target [-d PATH] add NAME URL [OPTIONS]\n"
 "       sluice target [-d PATH] set NAME [URL] [OPTIONS]\n"
-"       sluice target [-d PATH] list [--json] [--enabled] [--names]\n"
+"       sluice target [-d PATH] list [--json] [--enabled] [--names] [--kind K]\n"
 "       sluice target [-d PATH] show NAME [--json]\n"
 "       sluice target [-d PATH] rm NAME\n"
 "       sluice target [-d PATH] enable|disable NAME\n"
@@ -33,7 +33,8 @@ static const char usage[] =
 "Manage the receivers events are delivered to.\n"
 "\n"
 "Options of add and set:\n"
-"      --format F           batch (default), ndjson or json-array\n"
+"      --format F           batch (default), ndjson or json-array; or snapshot: a copy\n"
+"                           of the whole journal PUT under the URL (object storage)\n"
 "      --auth-env VAR       send 'Authorization: Bearer $VAR' (the token is never stored)\n"
 "      --auth-file PATH     read the bearer token from PATH at each drain\n"
 "      --no-auth            no Authorization header (set)\n"
@@ -50,11 +51,18 @@ static const char usage[] =
 "      --insecure           do not verify TLS (shown by status as a warning)\n"
 "      --max-rejections N   rejections before an event fails for good (default 10)\n"
 "      --no-backfill        (add) start at the journal's end instead of every retained event\n"
+"Options of snapshot targets:\n"
+"      --s3-region R        sign requests for S3 (SigV4) in region R (default us-east-1)\n"
+"      --s3-access-env VAR  the access key id comes from $VAR (never stored)\n"
+"      --s3-secret-env VAR  the secret access key comes from $VAR (never stored)\n"
+"      --min-interval DUR   at most one snapshot per DUR (default 0: on every change)\n"
+"      --keep N             keep the newest N snapshots, remove older ones (default 0: all)\n"
 "Other options:\n"
 "  -d, --db PATH            the journal\n"
 "      --json               machine-readable output (list, show)\n"
 "      --enabled            list only enabled targets\n"
 "      --names              list names only, one per line\n"
+"      --kind K             list only targets of kind K: events or snapshot\n"
 "  -h, --help               this help\n"
 "  -V, --version            print the version\n"
 "\n"
@@ -65,13 +73,15 @@ static const char usage[] =
 enum {
 	O_FORMAT = 256, O_AUTH_ENV, O_AUTH_FILE, O_NO_AUTH, O_BATCH_EVENTS, O_BATCH_BYTES,
 	O_MAX_EVENT, O_TIMEOUT, O_GZIP, O_NO_GZIP, O_HEADER, O_NO_HEADERS, O_CACERT,
-	O_INSECURE, O_MAX_REJ, O_NO_BACKFILL, O_JSON, O_ENABLED, O_NAMES
+	O_INSECURE, O_MAX_REJ, O_NO_BACKFILL, O_JSON, O_ENABLED, O_NAMES, O_KIND, O_S3_REGION,
+	O_S3_ACCESS, O_S3_SECRET, O_MIN_INTERVAL, O_KEEP
 };
 
 struct settings {
-	const char *format, *auth_env, *auth_file, *cacert;
+	const char *format, *auth_env, *auth_file, *cacert, *s3_region, *s3_access_env, *s3_secret_env;
 	int no_auth, gzip, no_gzip, insecure, no_headers, no_backfill;
 	int64_t batch_events, batch_bytes, max_event_bytes, timeout_ms, max_rejections;
+	int64_t min_interval_ms, keep;      /* -1: not given */
 	json_t *headers;
 };
 
@@ -129,8 +139,15 @@ static void
 check_settings(const struct settings *s)
 {
 	if (s->format && strcmp(s->format, "batch") != 0 && strcmp(s->format, "ndjson") != 0 &&
-	    strcmp(s->format, "json-array") != 0)
-		die(EXIT_CONFIG, "format must be batch, ndjson or json-array, not '%s'", s->format);
+	    strcmp(s->format, "json-array") != 0 && strcmp(s->format, "snapshot") != 0)
+		die(EXIT_CONFIG, "format must be batch, ndjson, json-array or snapshot, not '%s'",
+		    s->format);
+	if (!!s->s3_access_env != !!s->s3_secret_env)
+		die(EXIT_CONFIG, "give both --s3-access-env and --s3-secret-env");
+	if (s->s3_access_env) {
+		check_env_name(s->s3_access_env);
+		check_env_name(s->s3_secret_env);
+	}
 	if (s->auth_env && s->auth_file)
 		die(EXIT_CONFIG, "give --auth-env or --auth-file, not both");
 	if (s->auth_env)
@@ -191,6 +208,13 @@ print_json_target(const struct target *t)
 	    json_integer(t->last_http_status) : json_null());
 	json_object_set_new(o, "last_categories", cats ? cats : json_object());
 	json_object_set_new(o, "created_at", time_or_null(t->created_at));
+	if (TARGET_IS_SNAPSHOT(t)) {
+		json_object_set_new(o, "s3_region", str_or_null(t->s3_region));
+		json_object_set_new(o, "s3_access_env", str_or_null(t->s3_access_env));
+		json_object_set_new(o, "s3_secret_env", str_or_null(t->s3_secret_env));
+		json_object_set_new(o, "min_interval_ms", json_integer(t->min_interval_ms));
+		json_object_set_new(o, "keep", json_integer(t->keep_snapshots));
+	}
 	json_write(stdout, o);
 	putchar('\n');
 	json_decref(o);
@@ -207,6 +231,19 @@ print_human_target(const struct target *t)
 	printf("name:             %s\n", t->name);
 	printf("url:              %s\n", t->url);
 	printf("format:           %s\n", t->format);
+	if (TARGET_IS_SNAPSHOT(t)) {
+		char d[32];
+
+		if (t->s3_access_env)
+			printf("s3:               SigV4, region %s, keys from $%s and $%s\n", t->s3_region,
+			    t->s3_access_env, t->s3_secret_env);
+		printf("min interval:     %s\n", t->min_interval_ms ?
+		    format_duration(t->min_interval_ms, d, sizeof d) : "none (on every change)");
+		if (t->keep_snapshots)
+			printf("keep:             the newest %" PRId64 "\n", t->keep_snapshots);
+		else
+			printf("keep:             every snapshot\n");
+	}
 	if (t->auth_env)
 		printf("auth:             bearer token from $%s\n", t->auth_env);
 	else if (t->auth_file)
@@ -258,7 +295,11 @@ apply_settings(sqlite3 *db, const char *name, const char *url, const struct sett
 	    " headers = CASE WHEN ?13 IS NOT NULL THEN ?13 WHEN ?14 THEN '[]' ELSE headers END,"
 	    " cacert = CASE WHEN ?15 IS NOT NULL THEN ?15 WHEN ?16 THEN NULL ELSE cacert END,"
 	    " insecure = CASE WHEN ?16 THEN 1 WHEN ?15 IS NOT NULL THEN 0 ELSE insecure END,"
-	    " max_rejections = coalesce(?17, max_rejections)"
+	    " max_rejections = coalesce(?17, max_rejections),"
+	    " s3_region = coalesce(?18, s3_region), s3_access_env = coalesce(?19, s3_access_env),"
+	    " s3_secret_env = coalesce(?20, s3_secret_env),"
+	    " min_interval_ms = coalesce(?21, min_interval_ms),"
+	    " keep_snapshots = coalesce(?22, keep_snapshots)"
 	    " WHERE name = ?1");
 	char *headers = s->headers && json_array_size(s->headers) ?
 	    json_dumps(s->headers, JSON_COMPACT) : NULL;
@@ -281,6 +322,12 @@ apply_settings(sqlite3 *db, const char *name, const char *url, const struct sett
 	db_bind_text(st, 15, s->cacert);
 	sqlite3_bind_int(st, 16, s->insecure);
 	if (s->max_rejections) sqlite3_bind_int64(st, 17, s->max_rejections);
+	db_bind_text(st, 18, s->s3_region ? s->s3_region : s->s3_access_env && !s->s3_region ?
+	    "us-east-1" : NULL);
+	db_bind_text(st, 19, s->s3_access_env);
+	db_bind_text(st, 20, s->s3_secret_env);
+	if (s->min_interval_ms >= 0) sqlite3_bind_int64(st, 21, s->min_interval_ms);
+	if (s->keep >= 0) sqlite3_bind_int64(st, 22, s->keep);
 	rc = sqlite3_step(st);
 	if (rc != SQLITE_DONE)
 		db_die(db, rc, "cannot update target");
@@ -325,12 +372,18 @@ main(int argc, char **argv)
 		{ "json", no_argument, NULL, O_JSON },
 		{ "enabled", no_argument, NULL, O_ENABLED },
 		{ "names", no_argument, NULL, O_NAMES },
+		{ "kind", required_argument, NULL, O_KIND },
+		{ "s3-region", required_argument, NULL, O_S3_REGION },
+		{ "s3-access-env", required_argument, NULL, O_S3_ACCESS },
+		{ "s3-secret-env", required_argument, NULL, O_S3_SECRET },
+		{ "min-interval", required_argument, NULL, O_MIN_INTERVAL },
+		{ "keep", required_argument, NULL, O_KEEP },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 }
 	};
-	struct settings s = { 0 };
-	const char *db_flag = NULL, *cmd;
+	struct settings s = { .min_interval_ms = -1, .keep = -1 };
+	const char *db_flag = NULL, *cmd, *kind = NULL;
 	int c, as_json = 0, only_enabled = 0, names_only = 0, nargs;
 	char **args;
 	sqlite3 *db;
@@ -368,6 +421,27 @@ main(int argc, char **argv)
 		case O_JSON: as_json = 1; break;
 		case O_ENABLED: only_enabled = 1; break;
 		case O_NAMES: names_only = 1; break;
+		case O_KIND:
+			if (strcmp(optarg, "events") != 0 && strcmp(optarg, "snapshot") != 0)
+				usage_error(usage, "--kind is events or snapshot, not '%s'", optarg);
+			kind = optarg;
+			break;
+		case O_S3_REGION: s.s3_region = optarg; break;
+		case O_S3_ACCESS: s.s3_access_env = optarg; break;
+		case O_S3_SECRET: s.s3_secret_env = optarg; break;
+		case O_MIN_INTERVAL:
+			if ((s.min_interval_ms = parse_duration(optarg)) < 0)
+				usage_error(usage, "--min-interval wants a duration such as 10m, not '%s'",
+				    optarg);
+			break;
+		case O_KEEP: {
+			char *end;
+
+			s.keep = strtoll(optarg, &end, 10);
+			if (*end || end == optarg || s.keep < 0)
+				usage_error(usage, "--keep wants a number, not '%s'", optarg);
+			break;
+		}
 		case 'h': print_help(usage);
 		case 'V': print_version();
 		default: usage_error(usage, "unknown option");
@@ -426,10 +500,11 @@ main(int argc, char **argv)
 
 		need_args(nargs, 0, "list takes no arguments");
 		db = open_journal(db_flag, DB_MUST_EXIST);
-		snprintf(sql, sizeof sql, "SELECT %s FROM targets WHERE enabled OR NOT ? ORDER BY name",
-		    TARGET_COLUMNS);
+		snprintf(sql, sizeof sql, "SELECT %s FROM targets WHERE (enabled OR NOT ?1) AND (?2 IS NULL"
+		    " OR (?2 = 'snapshot') = (format = 'snapshot')) ORDER BY name", TARGET_COLUMNS);
 		st = db_prepare(db, sql);
 		sqlite3_bind_int(st, 1, only_enabled);
+		db_bind_text(st, 2, kind);
 		while ((c = sqlite3_step(st)) == SQLITE_ROW) {
 			target_from_row(st, &t);
 			if (as_json)

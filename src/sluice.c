@@ -33,6 +33,7 @@ static const char usage[] =
 "  gc            archive and remove payloads delivered everywhere (explicit only)\n"
 "  vacuum        reclaim disk space after gc\n"
 "  import        migrate events from legacy offline-queue databases\n"
+"  snapshot      push, list and restore copies of the journal in object storage\n"
 "  config        print every setting, its value and where it came from\n"
 "\n"
 "Plumbing (the drain's stages, NDJSON on stdin and stdout):\n"
@@ -43,7 +44,8 @@ static const char usage[] =
 "  -V, --version   print the version\n";
 
 static const char *const verbs[] = {
-	"emit", "drain", "status", "target", "retry", "quarantine", "gc", "vacuum", "import", "config",
+	"emit", "drain", "status", "target", "retry", "quarantine", "gc", "vacuum", "import", "snapshot",
+	"config",
 	"journal-append", "select-undelivered", "post-batch", "classify", "record-results", NULL
 };
 
