@@ -243,9 +243,8 @@ db_column_strdup(sqlite3_stmt *st, int col)
 	return copy;
 }
 
-/* mkdir -p for the journal's directory; directories we create are 0700. */
-static int
-make_parents(const char *path)
+int
+make_private_dirs(const char *path)
 {
 	char dir[4096];
 	char *slash;
@@ -340,7 +339,7 @@ db_open(const char *path, enum db_mode mode, const char *sync_flag, const char *
 			die(EXIT_IOERR, "cannot open journal %s: %s", path, strerror(errno));
 		if (mode == DB_MUST_EXIST)
 			die(EXIT_NOINPUT, "no journal at %s (nothing has been appended yet?)", path);
-		if (make_parents(path) != 0)
+		if (make_private_dirs(path) != 0)
 			die(EXIT_CANTCREAT, "cannot create directory for journal %s: %s", path,
 			    strerror(errno));
 		fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);

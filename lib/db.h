@@ -32,6 +32,9 @@ int db_exit_status(int rc);
 /* "fatal: <what>: <sqlite message>" and exit with db_exit_status(rc). */
 _Noreturn void db_die(sqlite3 *db, int rc, const char *what);
 
+/* mkdir -p for the directory of path; directories created are 0700. */
+int make_private_dirs(const char *path);
+
 sqlite3_stmt *db_prepare(sqlite3 *db, const char *sql);
 /* Runs SQL without results; dies on failure. */
 void db_exec(sqlite3 *db, const char *sql);

@@ -31,6 +31,7 @@ Deliver due events to every enabled target (or the ones named).
       --interval S     longest sleep between passes with --follow (default 5)
   -v, --verbose        one line per HTTP request on stderr
   -q, --quiet          no per-round summary lines on stderr
+      --force-snapshot snapshot targets upload now, changed or not
   -h, --help           this help
   -V, --version        print the version
 
@@ -57,6 +58,7 @@ follow=0
 interval=5
 verbose=()
 quiet=()
+force_snapshot=()
 while [ $# -gt 0 ]; do
 	case $1 in
 	-d|--db) [ $# -ge 2 ] || usage_error "$1 needs a value"; db_args=(--db "$2"); shift ;;
@@ -70,6 +72,7 @@ while [ $# -gt 0 ]; do
 	--interval=*) interval=${1#--interval=} ;;
 	-v|--verbose) verbose=(--verbose) ;;
 	-q|--quiet) quiet=(--quiet) ;;
+	--force-snapshot) force_snapshot=(--force) ;;
 	-h|--help) printf '%s\n' "$usage"; exit 0 ;;
 	-V|--version) "$x/sluice-config" --version | sed "s/^sluice-config/$prog/"; exit 0 ;;
 	*) usage_error "unknown argument '$1'" ;;
@@ -130,10 +133,14 @@ drain_target() {
 		return 75
 	fi
 	if is_snapshot "$t"; then
-		"$x/sluice-snapshot" "${db_args[@]}" "${quiet[@]}" push "$t"
+		"$x/sluice-snapshot" "${db_args[@]}" "${quiet[@]}" "${verbose[@]}" push \
+			"${force_snapshot[@]}" "$t"
 		rc=$?
 		exec {fd}>&-
-		return "$rc"
+		case $rc in
+		0|75) return "$rc" ;;
+		*) rc=$(stage_failed "$t" sluice-snapshot "$rc"); return "$rc" ;;
+		esac
 	fi
 	while :; do
 		out=$(

@@ -63,7 +63,7 @@ static const char ELIGIBLE[] =
 	" AND (e.route IS NULL OR EXISTS (SELECT 1 FROM targets r WHERE r.name = e.route))"
 	" AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq"
 	"   AND d.state <> 'delivered')"
-	" AND NOT EXISTS (SELECT 1 FROM targets t WHERE t.enabled AND NOT ("
+	" AND NOT EXISTS (SELECT 1 FROM targets t WHERE t.enabled AND t.format <> 'snapshot' AND NOT ("
 	"   EXISTS (SELECT 1 FROM deliveries d WHERE d.target_id = t.id AND d.event_seq = e.seq)"
 	"   OR e.superseded_by IS NOT NULL OR e.seq <= t.cursor_seq"
 	"   OR (e.route IS NOT NULL AND e.route <> t.name)))";

@@ -136,21 +136,11 @@ main(int argc, char **argv)
 		free(ids);
 		return finish_stdout();
 	}
-	if (TARGET_IS_SNAPSHOT(&t)) {
-		/* A snapshot now, changed or not. */
-		char prog[PATH_MAX];
-		char *args[] = { prog, (char *)"--db", (char *)path, (char *)"push", (char *)"--force",
-		    t.name, NULL };
-
-		exec_program("sluice-snapshot", prog, sizeof prog);
-		fflush(stdout);
-		execv(prog, args);
-		die(EXIT_SOFTWARE, "cannot run %s: %s", prog, strerror(errno));
-	}
 	{
-		/* Drain it now. */
+		/* Drain it now, under its lock; a snapshot target uploads, changed or not. */
 		char drain[PATH_MAX];
-		char *args[] = { drain, (char *)"--db", (char *)path, (char *)"--target", t.name, NULL };
+		char *args[] = { drain, (char *)"--db", (char *)path, (char *)"--target", t.name,
+		    TARGET_IS_SNAPSHOT(&t) ? (char *)"--force-snapshot" : NULL, NULL };
 
 		exec_program("drain", drain, sizeof drain);
 		fflush(stdout);

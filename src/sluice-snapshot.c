@@ -38,6 +38,7 @@
 #include <gnutls/gnutls.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -66,7 +67,11 @@ static const char usage[] =
 "      --s3-region R        with --url: sign for S3 in region R\n"
 "      --s3-access-env VAR  with --url: the access key id comes from $VAR\n"
 "      --s3-secret-env VAR  with --url: the secret access key comes from $VAR\n"
-"      --journal-name N     with --url: the journal's name in the keys (default journal)\n"
+"      --journal-name N     the journal's name in the keys (default: the journal's file\n"
+"                           name without .db)\n"
+"      --token-env VAR      with --url: a bearer token from $VAR (plain HTTP stores)\n"
+"      --cacert FILE        with --url: verify TLS against FILE\n"
+"      --insecure           with --url: do not verify TLS\n"
 "  -h, --help               this help\n"
 "  -V, --version            print the version\n"
 "\n"
@@ -82,6 +87,8 @@ struct store {
 	char *sigv4;             /* "aws:amz:REGION:s3", or NULL for plain HTTP */
 	char *userpwd;           /* access:secret; wiped after use */
 	char *token;             /* a bearer token, for plain HTTP */
+	const char **headers;    /* the target's fixed headers */
+	size_t nheaders;
 	long timeout_ms;
 	const char *cacert;
 	int insecure;
@@ -135,7 +142,21 @@ sha256_buf(const char *p, size_t n, char hex[65])
 		snprintf(hex + 2 * i, 3, "%02x", digest[i]);
 }
 
-/* A new, private temporary path next to `near` (same file system). */
+/* Temporary files to remove if a signal stops us (a drain's timeout does). */
+static char *temps[3];
+
+static void
+on_signal(int sig)
+{
+	for (int i = 0; i < 3; i++)
+		if (temps[i])
+			unlink(temps[i]);
+	signal(sig, SIG_DFL);
+	raise(sig);
+}
+
+/* A new, empty 0600 file next to `near` (same file system), removed on
+ * SIGTERM, SIGINT or SIGHUP. */
 static char *
 temp_path(const char *near, const char *what)
 {
@@ -156,7 +177,27 @@ temp_path(const char *near, const char *what)
 	if (fd < 0)
 		die(EXIT_IOERR, "cannot create a temporary file next to %s: %s", near, strerror(errno));
 	close(fd);
+	for (int i = 0; i < 3; i++)
+		if (!temps[i]) {
+			temps[i] = path;
+			break;
+		}
+	signal(SIGTERM, on_signal);
+	signal(SIGINT, on_signal);
+	signal(SIGHUP, on_signal);
 	return path;
+}
+
+static void
+temp_done(char *path)
+{
+	if (!path)
+		return;
+	for (int i = 0; i < 3; i++)
+		if (temps[i] == path)
+			temps[i] = NULL;
+	unlink(path);
+	free(path);
 }
 
 static int
@@ -224,8 +265,8 @@ on_body(char *p, size_t size, size_t n, void *arg)
 
 	if (r->sink)
 		return fwrite(p, 1, len, r->sink) == len ? len : 0;
-	if (r->len + len > (1u << 20))
-		return len; /* error bodies and manifests are small; keep 1 MiB at most */
+	if (r->len + len > (16u << 20))
+		return 0; /* bodies we keep are error messages and manifests: 16 MiB is wrong */
 	r->body = realloc(r->body, r->len + len + 1);
 	if (!r->body)
 		die(EXIT_SOFTWARE, "out of memory");
@@ -285,6 +326,11 @@ request(const struct store *s, const char *method, const char *key, FILE *file, 
 	curl_easy_setopt(curl, CURLOPT_HEADERDATA, r);
 	curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, on_body);
 	curl_easy_setopt(curl, CURLOPT_WRITEDATA, r);
+	/* Bodies over 1 MiB go with "Expect: 100-continue"; a server that never
+	 * answers it must not cost a second per upload. */
+	curl_easy_setopt(curl, CURLOPT_EXPECT_100_TIMEOUT_MS, 100L);
+	for (size_t i = 0; i < s->nheaders; i++)
+		headers = curl_slist_append(headers, s->headers[i]);
 	if (s->cacert)
 		curl_easy_setopt(curl, CURLOPT_CAINFO, s->cacert);
 	if (s->insecure) {
@@ -428,7 +474,9 @@ journal_name(const char *path)
 }
 
 /* What the journal looks like, cheaply: when this is unchanged since the last
- * snapshot, there is nothing new to copy. */
+ * snapshot, there is nothing new to copy. It covers appends, the quarantine,
+ * discards and every delivery target's progress (cursor, last success); a gc
+ * or a rejection alone shows in the next snapshot taken for another reason. */
 static char *
 fingerprint(sqlite3 *db)
 {
@@ -438,7 +486,7 @@ fingerprint(sqlite3 *db)
 	    " (SELECT count(*) FROM quarantine) || '/' ||"
 	    " coalesce((SELECT sum(count) FROM discards), 0) || '/' ||"
 	    " coalesce((SELECT group_concat(id || ':' || cursor_seq || ':' || enabled || ':' ||"
-	    "   coalesce(last_attempt_at, 0), ',') FROM targets WHERE format <> 'snapshot'), '')");
+	    "   coalesce(last_success_at, 0), ',') FROM targets WHERE format <> 'snapshot'), '')");
 	char *f = NULL;
 
 	if (sqlite3_step(s) == SQLITE_ROW)
@@ -449,38 +497,94 @@ fingerprint(sqlite3 *db)
 	return f;
 }
 
-/* The manifest: the latest snapshot's facts, and every snapshot kept. */
+#define MANIFEST_MAX 1000   /* snapshots listed in the manifest, newest first */
+
+/* The manifest: the latest snapshot's facts, then the snapshots kept (the
+ * newest MANIFEST_MAX). `latest` is the one being uploaded, not yet recorded. */
 static char *
-manifest(sqlite3 *db, const struct target *t, const char *journal)
+manifest(sqlite3 *db, const struct target *t, const char *journal, json_t *latest)
 {
 	sqlite3_stmt *s = db_prepare(db, "SELECT key, seq, bytes, sha256, created_at, gzip FROM"
-	    " snapshots WHERE target_id = ? AND deleted_at IS NULL ORDER BY id DESC");
+	    " snapshots WHERE target_id = ? AND deleted_at IS NULL ORDER BY id DESC LIMIT ?");
 	json_t *doc = json_object(), *all = json_array();
+	int64_t limit = t->keep_snapshots ? t->keep_snapshots : MANIFEST_MAX;
 	char when[32], *text;
-	int first = 1;
-	int64_t kept = 0;
 
+	json_object_set_new(doc, "journal", json_string(journal));
+	json_object_update(doc, latest);
+	json_array_append(all, latest);
 	sqlite3_bind_int64(s, 1, t->id);
-	while (sqlite3_step(s) == SQLITE_ROW && (!t->keep_snapshots || kept < t->keep_snapshots)) {
-		json_t *one = json_pack("{s:s, s:I, s:I, s:s, s:s, s:b}",
+	sqlite3_bind_int64(s, 2, limit - 1);
+	while (sqlite3_step(s) == SQLITE_ROW)
+		json_array_append_new(all, json_pack("{s:s, s:I, s:I, s:s, s:s, s:b}",
 		    "key", sqlite3_column_text(s, 0), "seq", (json_int_t)sqlite3_column_int64(s, 1),
 		    "size", (json_int_t)sqlite3_column_int64(s, 2), "sha256", sqlite3_column_text(s, 3),
 		    "created_at", format_time(sqlite3_column_int64(s, 4), when),
-		    "gzip", sqlite3_column_int(s, 5));
-
-		if (first) {
-			json_object_set_new(doc, "journal", json_string(journal));
-			json_object_update(doc, one);
-			first = 0;
-		}
-		json_array_append_new(all, one);
-		kept++;
-	}
+		    "gzip", sqlite3_column_int(s, 5)));
 	sqlite3_finalize(s);
 	json_object_set_new(doc, "snapshots", all);
 	text = json_dumps(doc, JSON_COMPACT);
 	json_decref(doc);
 	return text;
+}
+
+/* --keep: remove what is beyond the newest N, after a good upload. */
+static void
+apply_retention(sqlite3 *db, const struct target *t, struct store *st, int64_t now)
+{
+	sqlite3_stmt *old = db_prepare(db, "SELECT id, key FROM snapshots WHERE target_id = ?"
+	    " AND deleted_at IS NULL ORDER BY id DESC LIMIT -1 OFFSET ?");
+	sqlite3_stmt *gone = db_prepare(db, "UPDATE snapshots SET deleted_at = ? WHERE id = ?");
+	struct response r = { 0 };
+	int64_t ids[256];
+	char *keys[256];
+	int n = 0;
+
+	/* Collect first: no statement stays open across the network. */
+	sqlite3_bind_int64(old, 1, t->id);
+	sqlite3_bind_int64(old, 2, t->keep_snapshots);
+	while (n < 256 && sqlite3_step(old) == SQLITE_ROW) {
+		ids[n] = sqlite3_column_int64(old, 0);
+		keys[n++] = db_column_strdup(old, 1);
+	}
+	sqlite3_finalize(old);
+	for (int i = 0; i < n; i++) {
+		request(st, "DELETE", keys[i], NULL, 0, NULL, NULL, 0, NULL, &r);
+		if (ok(&r) || (r.code == CURLE_OK && r.status == 404)) {
+			sqlite3_bind_int64(gone, 1, now);
+			sqlite3_bind_int64(gone, 2, ids[i]);
+			if (sqlite3_step(gone) != SQLITE_DONE)
+				db_die(db, sqlite3_errcode(db), "cannot record a removal");
+			sqlite3_reset(gone);
+		} else {
+			warnmsg("%s: cannot remove old snapshot %s (%s); trying again next time", t->name,
+			    keys[i], failure_category(&r));
+		}
+		free(keys[i]);
+	}
+	sqlite3_finalize(gone);
+	free(r.body);
+}
+
+static void
+store_for_target(struct store *st, const struct target *t, json_t **headers_json)
+{
+	json_t *h;
+	size_t i;
+
+	store_init(st, t->url, t->s3_region, t->s3_access_env, t->s3_secret_env);
+	st->timeout_ms = (long)t->timeout_ms;
+	st->cacert = t->cacert;
+	st->insecure = t->insecure;
+	if (!st->sigv4)
+		st->token = target_token(t);
+	*headers_json = json_loads(t->headers ? t->headers : "[]", 0, NULL);
+	st->headers = calloc(json_array_size(*headers_json) + 1, sizeof *st->headers);
+	if (!st->headers)
+		die(EXIT_SOFTWARE, "out of memory");
+	json_array_foreach(*headers_json, i, h)
+		if (json_is_string(h))
+			st->headers[st->nheaders++] = json_string_value(h);
 }
 
 static int
@@ -489,8 +593,10 @@ push(sqlite3 *db, const char *path, const char *name, int force)
 	struct target t;
 	struct store st = { 0 };
 	struct response r = { 0 };
-	char *fp, *journal, *copy = NULL, *upload = NULL, *text = NULL, key[512], sha[65], when[32];
+	char *fp, *journal = NULL, *copy = NULL, *upload = NULL, *text = NULL, key[512], sha[65];
+	char when[32], mkey[512];
 	int64_t now = now_ms(), seq, bytes, last_at = 0, next;
+	json_t *headers = NULL, *latest;
 	sqlite3_stmt *s;
 	sqlite3 *c;
 	struct stat sb;
@@ -501,13 +607,15 @@ push(sqlite3 *db, const char *path, const char *name, int force)
 	if (!TARGET_IS_SNAPSHOT(&t))
 		die(EXIT_CONFIG, "%s is not a snapshot target (format %s)", t.name, t.format);
 	if (!t.enabled) {
-		warnmsg("%s is disabled; no snapshot", t.name);
+		if (!quiet)
+			warnmsg("%s is disabled; no snapshot", t.name);
 		target_free(&t);
 		return EXIT_OK;
 	}
 	if (t.next_attempt_at > now && !force) {
-		warnmsg("%s is backing off until %s (%s)", t.name, format_time(t.next_attempt_at, when),
-		    t.last_category ? t.last_category : "?");
+		if (!quiet)
+			warnmsg("%s is backing off until %s (%s)", t.name,
+			    format_time(t.next_attempt_at, when), t.last_category ? t.last_category : "?");
 		target_free(&t);
 		return EXIT_TEMPFAIL;
 	}
@@ -529,15 +637,14 @@ push(sqlite3 *db, const char *path, const char *name, int force)
 		goto out;
 	}
 
-	/* A consistent copy while appends go on. */
+	/* A consistent copy while appends go on, into a file that was 0600 and
+	 * empty from the start (VACUUM INTO accepts an empty file). */
 	copy = temp_path(path, "snapshot");
-	unlink(copy);
 	s = db_prepare(db, "VACUUM INTO ?");
 	sqlite3_bind_text(s, 1, copy, -1, SQLITE_STATIC);
 	if (sqlite3_step(s) != SQLITE_DONE)
 		db_die(db, sqlite3_errcode(db), "cannot copy the journal");
 	sqlite3_finalize(s);
-	chmod(copy, 0600);
 	if (sqlite3_open_v2(copy, &c, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK)
 		die(EXIT_IOERR, "cannot open the copy %s", copy);
 	seq = db_int(c, "SELECT coalesce(max(seq), 0) FROM events", 0);
@@ -554,23 +661,26 @@ push(sqlite3 *db, const char *path, const char *name, int force)
 
 	journal = journal_name(path);
 	{
+		/* Milliseconds in the key: two snapshots never share one. */
 		time_t secs = (time_t)(now / 1000);
 		struct tm tm;
 		char stamp[32];
 
 		gmtime_r(&secs, &tm);
-		strftime(stamp, sizeof stamp, "%Y%m%dT%H%M%SZ", &tm);
-		snprintf(key, sizeof key, "%s-%s-%" PRId64 ".db%s", journal, stamp, seq,
-		    t.gzip ? ".gz" : "");
+		strftime(stamp, sizeof stamp, "%Y%m%dT%H%M%S", &tm);
+		snprintf(key, sizeof key, "%s-%s.%03dZ-%" PRId64 ".db%s", journal, stamp,
+		    (int)(now % 1000), seq, t.gzip ? ".gz" : "");
 	}
-	store_init(&st, t.url, t.s3_region, t.s3_access_env, t.s3_secret_env);
+	store_for_target(&st, &t, &headers);
 	st.journal = journal;
-	st.timeout_ms = (long)t.timeout_ms;
-	st.cacert = t.cacert;
-	st.insecure = t.insecure;
-	if (!st.sigv4)
-		st.token = target_token(&t);
+	latest = json_pack("{s:s, s:I, s:I, s:s, s:s, s:b}", "key", key, "seq", (json_int_t)seq,
+	    "size", (json_int_t)bytes, "sha256", sha, "created_at", format_time(now, when),
+	    "gzip", t.gzip);
+	text = manifest(db, &t, journal, latest);
+	json_decref(latest);
 
+	/* The object, then the manifest; no transaction is open meanwhile, so
+	 * nothing here ever holds up a writer. */
 	f = fopen(upload, "rb");
 	if (!f)
 		die(EXIT_IOERR, "cannot read %s: %s", upload, strerror(errno));
@@ -581,40 +691,36 @@ push(sqlite3 *db, const char *path, const char *name, int force)
 		char etag[256];
 
 		snprintf(etag, sizeof etag, "%s", r.etag);
-		/* Recorded in a transaction that commits only if the manifest lands. */
-		db_exec(db, "BEGIN IMMEDIATE");
-		s = db_prepare(db, "INSERT INTO snapshots(target_id, key, seq, bytes, sha256, etag,"
-		    " fingerprint, gzip, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)");
-		sqlite3_bind_int64(s, 1, t.id);
-		sqlite3_bind_text(s, 2, key, -1, SQLITE_STATIC);
-		sqlite3_bind_int64(s, 3, seq);
-		sqlite3_bind_int64(s, 4, bytes);
-		sqlite3_bind_text(s, 5, sha, -1, SQLITE_STATIC);
-		db_bind_text(s, 6, etag[0] ? etag : NULL);
-		sqlite3_bind_text(s, 7, fp, -1, SQLITE_STATIC);
-		sqlite3_bind_int(s, 8, t.gzip);
-		sqlite3_bind_int64(s, 9, now);
-		if (sqlite3_step(s) != SQLITE_DONE)
-			db_die(db, sqlite3_errcode(db), "cannot record the snapshot");
-		sqlite3_finalize(s);
-		text = manifest(db, &t, journal);
-		{
-			char mkey[512];
-
-			snprintf(mkey, sizeof mkey, "%s.latest.json", journal);
-			request(&st, "PUT", mkey, NULL, 0, NULL, text, strlen(text), "application/json", &r);
-		}
+		snprintf(mkey, sizeof mkey, "%s.latest.json", journal);
+		request(&st, "PUT", mkey, NULL, 0, NULL, text, strlen(text), "application/json", &r);
 		if (ok(&r)) {
+			/* Both landed: only now is it recorded. */
+			db_exec(db, "BEGIN IMMEDIATE");
+			s = db_prepare(db, "INSERT INTO snapshots(target_id, key, seq, bytes, sha256, etag,"
+			    " fingerprint, gzip, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)");
+			sqlite3_bind_int64(s, 1, t.id);
+			sqlite3_bind_text(s, 2, key, -1, SQLITE_STATIC);
+			sqlite3_bind_int64(s, 3, seq);
+			sqlite3_bind_int64(s, 4, bytes);
+			sqlite3_bind_text(s, 5, sha, -1, SQLITE_STATIC);
+			db_bind_text(s, 6, etag[0] ? etag : NULL);
+			sqlite3_bind_text(s, 7, fp, -1, SQLITE_STATIC);
+			sqlite3_bind_int(s, 8, t.gzip);
+			sqlite3_bind_int64(s, 9, now);
+			if (sqlite3_step(s) != SQLITE_DONE)
+				db_die(db, sqlite3_errcode(db), "cannot record the snapshot");
+			sqlite3_finalize(s);
 			target_record_success(db, t.id, now);
 			db_exec(db, "COMMIT");
 			if (!quiet)
 				warnmsg("%s: snapshot %s (%" PRId64 " bytes, seq %" PRId64 ")", t.name, key,
 				    bytes, seq);
-		} else {
-			db_exec(db, "ROLLBACK");
+			if (t.keep_snapshots > 0)
+				apply_retention(db, &t, &st, now);
+			goto out;
 		}
 	}
-	if (!ok(&r)) {
+	{
 		const char *cat = failure_category(&r);
 		char error[CURL_ERROR_SIZE + 64];
 
@@ -627,46 +733,28 @@ push(sqlite3 *db, const char *path, const char *name, int force)
 		warnmsg("%s: snapshot failed (%s: %s); backing off until %s", t.name, cat, error,
 		    format_time(next, when));
 		status = EXIT_TEMPFAIL;
-	} else if (t.keep_snapshots > 0) {
-		/* Retention: remove what is beyond the newest N (explicit, per target). */
-		sqlite3_stmt *old = db_prepare(db, "SELECT id, key FROM snapshots WHERE target_id = ?"
-		    " AND deleted_at IS NULL ORDER BY id DESC LIMIT -1 OFFSET ?");
-		sqlite3_stmt *gone = db_prepare(db, "UPDATE snapshots SET deleted_at = ? WHERE id = ?");
-
-		sqlite3_bind_int64(old, 1, t.id);
-		sqlite3_bind_int64(old, 2, t.keep_snapshots);
-		while (sqlite3_step(old) == SQLITE_ROW) {
-			request(&st, "DELETE", (const char *)sqlite3_column_text(old, 1), NULL, 0, NULL,
-			    NULL, 0, NULL, &r);
-			if (ok(&r) || (r.code == CURLE_OK && r.status == 404)) {
-				sqlite3_bind_int64(gone, 1, now);
-				sqlite3_bind_int64(gone, 2, sqlite3_column_int64(old, 0));
-				if (sqlite3_step(gone) != SQLITE_DONE)
-					db_die(db, sqlite3_errcode(db), "cannot record a removal");
-				sqlite3_reset(gone);
-			} else {
-				warnmsg("%s: cannot remove old snapshot %s (%s); trying again next time",
-				    t.name, (const char *)sqlite3_column_text(old, 1), failure_category(&r));
-			}
-		}
-		sqlite3_finalize(old);
-		sqlite3_finalize(gone);
 	}
-	free(journal);
-	store_free(&st);
 out:
-	if (copy)
-		unlink(copy);
-	if (upload && upload != copy) {
-		unlink(upload);
-		free(upload);
-	}
-	free(copy);
+	if (upload != copy)
+		temp_done(upload);
+	temp_done(copy);
+	if (curl)
+		store_free(&st);
+	free(st.headers);
+	json_decref(headers);
+	free(journal);
 	free(text);
 	free(r.body);
 	free(fp);
 	target_free(&t);
 	return status;
+}
+
+/* A fetch that failed: 66 when there is nothing there, else 75 (try later). */
+static int
+fetch_status(const struct response *r)
+{
+	return r->code == CURLE_OK && r->status == 404 ? EXIT_NOINPUT : EXIT_TEMPFAIL;
 }
 
 /* Fetches and parses the manifest, or dies. */
@@ -680,8 +768,7 @@ get_manifest(struct store *st)
 	snprintf(mkey, sizeof mkey, "%s.latest.json", st->journal);
 	request(st, "GET", mkey, NULL, 0, NULL, NULL, 0, NULL, &r);
 	if (!ok(&r))
-		die(r.code == CURLE_OK && r.status == 404 ? EXIT_NOINPUT : EXIT_TEMPFAIL,
-		    "cannot get the manifest %s: %s", mkey, r.code != CURLE_OK ? r.error :
+		die(fetch_status(&r), "cannot get the manifest %s: %s", mkey, r.code != CURLE_OK ? r.error :
 		    r.status == 404 ? "there is none (no snapshot yet?)" : failure_category(&r));
 	m = json_loadb(r.body ? r.body : "", r.len, 0, NULL);
 	free(r.body);
@@ -728,6 +815,8 @@ restore(struct store *st, const char *key, const char *to, int force)
 		die(EXIT_DATAERR, "the manifest lists no snapshot %s", key ? key : "at all");
 	if (access(to, F_OK) == 0 && !force)
 		die(EXIT_CANTCREAT, "%s exists; restoring never replaces a file without --force", to);
+	if (make_private_dirs(to) != 0)
+		die(EXIT_CANTCREAT, "cannot create the directory for %s: %s", to, strerror(errno));
 
 	download = temp_path(to, "restore");
 	f = fopen(download, "wb");
@@ -737,8 +826,7 @@ restore(struct store *st, const char *key, const char *to, int force)
 	request(st, "GET", json_str(chosen, "key"), NULL, 0, NULL, NULL, 0, NULL, &r);
 	if (fclose(f) != 0 || !ok(&r)) {
 		unlink(download);
-		die(r.code == CURLE_OK && r.status < 500 ? EXIT_NOINPUT : EXIT_TEMPFAIL,
-		    "cannot get %s: %s", json_str(chosen, "key"), r.code != CURLE_OK ? r.error :
+		die(fetch_status(&r), "cannot get %s: %s", json_str(chosen, "key"), r.code != CURLE_OK ? r.error :
 		    failure_category(&r));
 	}
 	if (sha256_file(download, sha) != 0 || strcmp(sha, json_str(chosen, "sha256")) != 0) {
@@ -774,6 +862,16 @@ restore(struct store *st, const char *key, const char *to, int force)
 	}
 	free(check);
 	chmod(plain, 0600);
+	{
+		/* An old journal's write-ahead log would be replayed onto the restored
+		 * file: it goes with the file it belonged to. */
+		char side[PATH_MAX + 8];
+
+		snprintf(side, sizeof side, "%s-wal", to);
+		unlink(side);
+		snprintf(side, sizeof side, "%s-shm", to);
+		unlink(side);
+	}
 	if (rename(plain, to) != 0)
 		die(EXIT_CANTCREAT, "cannot move the restored journal to %s: %s", to, strerror(errno));
 	warnmsg("restored %s (seq %" JSON_INTEGER_FORMAT ", sha256 ok, integrity ok) to %s",
@@ -787,7 +885,8 @@ restore(struct store *st, const char *key, const char *to, int force)
 int
 main(int argc, char **argv)
 {
-	enum { O_FORCE = 256, O_JSON, O_TO, O_KEY, O_URL, O_REGION, O_ACCESS, O_SECRET, O_NAME };
+	enum { O_FORCE = 256, O_JSON, O_TO, O_KEY, O_URL, O_REGION, O_ACCESS, O_SECRET, O_NAME,
+		O_TOKEN, O_CACERT, O_INSECURE };
 	static const struct option longopts[] = {
 		{ "db", required_argument, NULL, 'd' },
 		{ "force", no_argument, NULL, O_FORCE },
@@ -801,17 +900,22 @@ main(int argc, char **argv)
 		{ "s3-access-env", required_argument, NULL, O_ACCESS },
 		{ "s3-secret-env", required_argument, NULL, O_SECRET },
 		{ "journal-name", required_argument, NULL, O_NAME },
+		{ "token-env", required_argument, NULL, O_TOKEN },
+		{ "cacert", required_argument, NULL, O_CACERT },
+		{ "insecure", no_argument, NULL, O_INSECURE },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 }
 	};
 	const char *db_flag = NULL, *to = NULL, *key = NULL, *url = NULL, *region = NULL;
 	const char *access = NULL, *secret = NULL, *jname = NULL, *cmd, *path;
-	int c, force = 0, as_json = 0, status;
+	const char *token_env = NULL, *cacert = NULL;
+	int c, force = 0, as_json = 0, status, insecure = 0;
 	struct store st = { 0 };
 	struct target t;
 	sqlite3 *db = NULL;
 	char *journal = NULL;
+	json_t *headers = NULL;
 
 	log_init(argv[0]);
 	while ((c = getopt_long(argc, argv, "d:qvhV", longopts, NULL)) != -1) {
@@ -828,6 +932,9 @@ main(int argc, char **argv)
 		case O_ACCESS: access = optarg; break;
 		case O_SECRET: secret = optarg; break;
 		case O_NAME: jname = optarg; break;
+		case O_TOKEN: token_env = optarg; break;
+		case O_CACERT: cacert = optarg; break;
+		case O_INSECURE: insecure = 1; break;
 		case 'h': print_help(usage);
 		case 'V': print_version();
 		default: usage_error(usage, "unknown option");
@@ -853,23 +960,25 @@ main(int argc, char **argv)
 		c = finish_stdout();
 		return c != EXIT_OK ? c : status;
 	}
+	if (!url && (token_env || cacert || insecure))
+		usage_error(usage, "--token-env, --cacert and --insecure go with --url");
 	if (url) {
 		store_init(&st, url, region, access, secret);
-		st.journal = jname ? jname : "journal";
+		journal = journal_name(path);
+		st.journal = jname ? jname : journal;
 		st.timeout_ms = 30000;
+		st.cacert = cacert;
+		st.insecure = insecure;
+		if (token_env)
+			st.token = env_or_die(token_env, "token");
 	} else {
 		db = db_open(path, DB_MUST_EXIST, NULL, NULL);
 		target_load_or_die(db, argv[optind], &t);
 		if (!TARGET_IS_SNAPSHOT(&t))
 			die(EXIT_CONFIG, "%s is not a snapshot target", t.name);
-		store_init(&st, t.url, t.s3_region, t.s3_access_env, t.s3_secret_env);
+		store_for_target(&st, &t, &headers);
 		journal = journal_name(path);
 		st.journal = jname ? jname : journal;
-		st.timeout_ms = (long)t.timeout_ms;
-		st.cacert = t.cacert;
-		st.insecure = t.insecure;
-		if (!st.sigv4)
-			st.token = target_token(&t);
 		target_free(&t);
 		db_close(db);
 	}
@@ -878,6 +987,8 @@ main(int argc, char **argv)
 	else
 		status = restore(&st, key, to ? to : path, force);
 	store_free(&st);
+	free(st.headers);
+	json_decref(headers);
 	free(journal);
 	c = finish_stdout();
 	return c != EXIT_OK ? c : status;

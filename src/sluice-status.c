@@ -467,17 +467,28 @@ check(struct target_status *ts, size_t n, int64_t max_age, int64_t max_failed,
 			    ts[i].failed, ts[i].failed == 1 ? "" : "s", max_failed);
 			problems++;
 		}
-		if (max_snapshot_age >= 0 && TARGET_IS_SNAPSHOT(t) && ts[i].lag_ms > max_snapshot_age) {
-			warnmsg("%s: the last good snapshot is %s old (limit %s)", t->name,
-			    ts[i].snapshot_at ? format_duration(ts[i].lag_ms, d, sizeof d) : "never taken;",
-			    format_duration(max_snapshot_age, d + 16, 16));
+		/* A journal unchanged since its last snapshot is not behind, however old. */
+		if (max_snapshot_age >= 0 && TARGET_IS_SNAPSHOT(t) && ts[i].lag_ms > max_snapshot_age &&
+		    (ts[i].lag_events > 0 || !ts[i].snapshot_at)) {
+			char limit[32];
+
+			format_duration(max_snapshot_age, limit, sizeof limit);
+			if (ts[i].snapshot_at)
+				warnmsg("%s: the last good snapshot is %s old and %" PRId64 " events behind"
+				    " (limit %s)", t->name, format_duration(ts[i].lag_ms, d, sizeof d),
+				    ts[i].lag_events, limit);
+			else
+				warnmsg("%s: no snapshot yet, %s after the target was added (limit %s)",
+				    t->name, format_duration(ts[i].lag_ms, d, sizeof d), limit);
 			problems++;
 		}
 		if (max_age >= 0 && ts[i].oldest_undelivered_at &&
 		    now - ts[i].oldest_undelivered_at > max_age) {
+			char limit[32];
+
 			warnmsg("%s has an undelivered event %s old (limit %s)", t->name,
 			    format_duration(now - ts[i].oldest_undelivered_at, d, sizeof d),
-			    format_duration(max_age, d + 16, 16));
+			    format_duration(max_age, limit, sizeof limit));
 			problems++;
 		}
 	}

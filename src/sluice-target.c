@@ -52,7 +52,8 @@ static const char usage[] =
 "      --max-rejections N   rejections before an event fails for good (default 10)\n"
 "      --no-backfill        (add) start at the journal's end instead of every retained event\n"
 "Options of snapshot targets:\n"
-"      --s3-region R        sign requests for S3 (SigV4) in region R (default us-east-1)\n"
+"      --s3-region R        the region S3 requests are signed for (default us-east-1;\n"
+"                           signing needs the two key variables below)\n"
 "      --s3-access-env VAR  the access key id comes from $VAR (never stored)\n"
 "      --s3-secret-env VAR  the secret access key comes from $VAR (never stored)\n"
 "      --min-interval DUR   at most one snapshot per DUR (default 0: on every change)\n"
@@ -148,6 +149,9 @@ check_settings(const struct settings *s)
 		check_env_name(s->s3_access_env);
 		check_env_name(s->s3_secret_env);
 	}
+	if (s->format && strcmp(s->format, "snapshot") != 0 && (s->s3_region || s->s3_access_env ||
+	    s->min_interval_ms >= 0 || s->keep >= 0))
+		die(EXIT_CONFIG, "--s3-*, --min-interval and --keep are for --format snapshot");
 	if (s->auth_env && s->auth_file)
 		die(EXIT_CONFIG, "give --auth-env or --auth-file, not both");
 	if (s->auth_env)
@@ -550,6 +554,11 @@ main(int argc, char **argv)
 		if (sqlite3_changes(db) > 0)
 			warnmsg("%d events meant for %s only now wait for an unknown target "
 			    "(sluice import --assign NAME)", sqlite3_changes(db), t.name);
+		sqlite3_finalize(st);
+		st = db_prepare(db, "DELETE FROM snapshots WHERE target_id = ?");
+		sqlite3_bind_int64(st, 1, t.id);
+		if (sqlite3_step(st) != SQLITE_DONE)
+			db_die(db, sqlite3_errcode(db), "cannot remove target");
 		sqlite3_finalize(st);
 		st = db_prepare(db, "DELETE FROM runs WHERE target_id = ?");
 		sqlite3_bind_int64(st, 1, t.id);

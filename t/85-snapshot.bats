@@ -222,3 +222,54 @@ JS
 	# and the secret itself never travels
 	! grep -q wJalrXUtnFEMI captured
 }
+
+@test "two snapshots in one second with --keep 1: the manifest's object exists" {
+	s3_start
+	events 2 | journal-append -q
+	add_s3_target --keep 1
+	sluice snapshot push --force s3 2> /dev/null
+	sluice snapshot push --force s3 2> /dev/null
+	[ "$(s3_objects | grep -c '^journal-')" = 1 ]
+	run -0 --separate-stderr sluice snapshot restore s3 --to "$BATS_TEST_TMPDIR/deep/new/r.db"
+	[ "$(stat -c %a "$BATS_TEST_TMPDIR/deep/new")" = 700 ]
+	s3_stop
+}
+
+@test "a snapshot target never holds up gc; rm forgets its snapshots" {
+	s3_start
+	stub_start
+	events 3 | journal-append -q
+	target_add prod "$STUB_URL"
+	add_s3_target
+	drain > /dev/null 2>&1
+	run -0 --separate-stderr sluice gc --older-than 0s
+	[ "$output" = 3 ]
+	sluice target rm s3 2> /dev/null
+	[ "$(sql 'select count(*) from snapshots')" = 0 ]
+	stub_stop
+	s3_stop
+}
+
+@test "restore --force over a journal takes its old write-ahead log away with it" {
+	s3_start
+	events 4 | journal-append -q
+	add_s3_target
+	drain > /dev/null 2>&1
+	# a journal left by a crash, with pages still in its write-ahead log
+	mkfifo hold
+	sqlite3 live.db < hold > /dev/null &
+	pid=$!
+	track "$pid"
+	exec 5> hold
+	echo 'PRAGMA journal_mode=WAL; PRAGMA wal_autocheckpoint=0; CREATE TABLE t(a); INSERT INTO t VALUES (1);' >&5
+	wait_until '[ -s live.db-wal ]'
+	other=$BATS_TEST_TMPDIR/other.db
+	cp live.db "$other"
+	cp live.db-wal "$other-wal"
+	exec 5>&-
+	wait "$pid"
+	run -0 --separate-stderr sluice snapshot restore s3 --to "$other" --force
+	[ ! -e "$other-wal" ]
+	[ "$(sqlite3 "$other" 'select count(*) from events')" = 4 ]
+	s3_stop
+}
