@@ -231,47 +231,50 @@ scan_value(struct scan *s)
 	}
 }
 
-int
-json_members(const char *text, size_t len, struct json_member *out, int max, const char **why)
+/* The top level of an object (keys) or an array (no keys), as raw spans. */
+static int
+split(const char *text, size_t len, struct json_member *out, int max, const char **why,
+    int object)
 {
 	struct scan s = { text, text + len, NULL };
+	char open = object ? '{' : '[', close = object ? '}' : ']';
 	int n = 0;
 
 	skip_ws(&s);
-	if (s.p >= s.end || *s.p != '{') {
-		*why = "not a JSON object";
+	if (s.p >= s.end || *s.p != open) {
+		*why = object ? "not a JSON object" : "not a JSON array";
 		return -1;
 	}
 	s.p++;
 	skip_ws(&s);
-	if (s.p < s.end && *s.p == '}') {
+	if (s.p < s.end && *s.p == close) {
 		s.p++;
 		goto tail;
 	}
 	for (;;) {
-		const char *key, *value;
+		const char *key = NULL, *value;
+		size_t keylen = 0;
 
 		skip_ws(&s);
-		if (s.p >= s.end || *s.p != '"') {
-			*why = "expected a member name";
-			return -1;
+		if (object) {
+			if (s.p >= s.end || *s.p != '"') {
+				*why = "expected a member name";
+				return -1;
+			}
+			key = s.p + 1;
+			if (scan_string(&s) != 0) {
+				*why = s.why;
+				return -1;
+			}
+			keylen = (size_t)(s.p - 1 - key);
+			skip_ws(&s);
+			if (s.p >= s.end || *s.p != ':') {
+				*why = "expected ':'";
+				return -1;
+			}
+			s.p++;
+			skip_ws(&s);
 		}
-		key = s.p + 1;
-		if (scan_string(&s) != 0) {
-			*why = s.why;
-			return -1;
-		}
-		if (n < max) {
-			out[n].key = key;
-			out[n].keylen = (size_t)(s.p - 1 - key);
-		}
-		skip_ws(&s);
-		if (s.p >= s.end || *s.p != ':') {
-			*why = "expected ':'";
-			return -1;
-		}
-		s.p++;
-		skip_ws(&s);
 		value = s.p;
 		if (scan_value(&s) != 0) {
 			*why = s.why;
@@ -283,6 +286,8 @@ json_members(const char *text, size_t len, struct json_member *out, int max, con
 			while (vend > value && (vend[-1] == ' ' || vend[-1] == '\t' ||
 			    vend[-1] == '\n' || vend[-1] == '\r'))
 				vend--;
+			out[n].key = key;
+			out[n].keylen = keylen;
 			out[n].value = value;
 			out[n].valuelen = (size_t)(vend - value);
 		}
@@ -292,77 +297,33 @@ json_members(const char *text, size_t len, struct json_member *out, int max, con
 			s.p++;
 			continue;
 		}
-		if (s.p < s.end && *s.p == '}') {
+		if (s.p < s.end && *s.p == close) {
 			s.p++;
 			break;
 		}
-		*why = "expected ',' or '}'";
+		*why = object ? "expected ',' or '}'" : "expected ',' or ']'";
 		return -1;
 	}
 tail:
 	skip_ws(&s);
 	if (s.p != s.end) {
-		*why = "trailing characters after the object";
+		*why = object ? "trailing characters after the object" :
+		    "trailing characters after the array";
 		return -1;
 	}
 	return n;
 }
 
 int
+json_members(const char *text, size_t len, struct json_member *out, int max, const char **why)
+{
+	return split(text, len, out, max, why, 1);
+}
+
+int
 json_elements(const char *text, size_t len, struct json_member *out, int max, const char **why)
 {
-	struct scan s = { text, text + len, NULL };
-	int n = 0;
-
-	skip_ws(&s);
-	if (s.p >= s.end || *s.p != '[') {
-		*why = "not a JSON array";
-		return -1;
-	}
-	s.p++;
-	skip_ws(&s);
-	if (s.p < s.end && *s.p == ']') {
-		s.p++;
-	} else {
-		for (;;) {
-			const char *value = s.p;
-
-			if (scan_value(&s) != 0) {
-				*why = s.why;
-				return -1;
-			}
-			if (n < max) {
-				const char *vend = s.p;
-
-				while (vend > value && (vend[-1] == ' ' || vend[-1] == '\t' ||
-				    vend[-1] == '\n' || vend[-1] == '\r'))
-					vend--;
-				out[n].key = NULL;
-				out[n].keylen = 0;
-				out[n].value = value;
-				out[n].valuelen = (size_t)(vend - value);
-			}
-			n++;
-			skip_ws(&s);
-			if (s.p < s.end && *s.p == ',') {
-				s.p++;
-				skip_ws(&s);
-				continue;
-			}
-			if (s.p < s.end && *s.p == ']') {
-				s.p++;
-				break;
-			}
-			*why = "expected ',' or ']'";
-			return -1;
-		}
-	}
-	skip_ws(&s);
-	if (s.p != s.end) {
-		*why = "trailing characters after the array";
-		return -1;
-	}
-	return n;
+	return split(text, len, out, max, why, 0);
 }
 
 const struct json_member *

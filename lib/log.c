@@ -105,6 +105,19 @@ print_version(void)
 	exit(finish_stdout());
 }
 
+long long
+number_arg(const char *text, const char *name, const char *arg, long long min)
+{
+	char *end;
+	long long v;
+
+	errno = 0;
+	v = strtoll(arg, &end, 10);
+	if (errno || *end || end == arg || v < min)
+		usage_error(text, "%s wants a whole number >= %lld, not '%s'", name, min, arg);
+	return v;
+}
+
 void
 usage_error(const char *text, const char *fmt, ...)
 {

@@ -36,5 +36,7 @@ _Noreturn void print_help(const char *text);
 _Noreturn void print_version(void);
 _Noreturn void usage_error(const char *text, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
+/* A whole number >= min given for option `name`, or a usage error. */
+long long number_arg(const char *text, const char *name, const char *arg, long long min);
 
 #endif

@@ -1079,19 +1079,6 @@ take_line(struct classifier *c, const struct line *line)
 	return ok;
 }
 
-static size_t
-parse_size(const char *arg, const char *name)
-{
-	char *end;
-	unsigned long long v;
-
-	errno = 0;
-	v = strtoull(arg, &end, 10);
-	if (errno || *end || end == arg || *arg == '-' || v < 1 || v > SIZE_MAX / 4)
-		usage_error(usage, "%s must be a positive number of bytes, not '%s'", name, arg);
-	return (size_t)v;
-}
-
 int
 main(int argc, char **argv)
 {
@@ -1111,7 +1098,7 @@ main(int argc, char **argv)
 	log_init(argv[0]);
 	while ((c = getopt_long(argc, argv, "hV", longopts, NULL)) != -1) {
 		switch (c) {
-		case 'm': opt.max_bytes = parse_size(optarg, "--max-bytes"); break;
+		case 'm': opt.max_bytes = (size_t)number_arg(usage, "--max-bytes", optarg, 1); break;
 		case 'h': print_help(usage);
 		case 'V': print_version();
 		default: usage_error(usage, "unknown option");

@@ -681,19 +681,6 @@ split_list(const char *text, char ***list, int *n)
 	free(copy);
 }
 
-static long
-parse_count(const char *arg, const char *name, long min)
-{
-	char *end;
-	long v;
-
-	errno = 0;
-	v = strtol(arg, &end, 10);
-	if (errno || *end || end == arg || v < min)
-		usage_error(usage, "%s must be a number >= %ld, not '%s'", name, min, arg);
-	return v;
-}
-
 int
 main(int argc, char **argv)
 {
@@ -732,8 +719,8 @@ main(int argc, char **argv)
 		case 'R': opt.required[opt.nrequired++] = optarg; break;
 		case 'k': split_list(optarg, &opt.coalesce, &opt.ncoalesce); break;
 		case 'D': split_list(optarg, &opt.discard, &opt.ndiscard); break;
-		case 'm': opt.max_bytes = (size_t)parse_count(optarg, "--max-bytes", 1); break;
-		case 'b': opt.batch = parse_count(optarg, "--batch", 1); break;
+		case 'm': opt.max_bytes = (size_t)number_arg(usage, "--max-bytes", optarg, 1); break;
+		case 'b': opt.batch = (long)number_arg(usage, "--batch", optarg, 1); break;
 		case 'S': opt.sync = optarg; break;
 		case 'B': opt.busy = optarg; break;
 		case 'q': opt.quiet = 1; break;

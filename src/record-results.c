@@ -535,15 +535,7 @@ main(int argc, char **argv)
 		switch (c) {
 		case 'd': db_flag = optarg; break;
 		case 't': name = optarg; break;
-		case 'b': {
-			char *end;
-
-			errno = 0;
-			batch_size = strtol(optarg, &end, 10);
-			if (errno || *end || end == optarg || batch_size < 1)
-				usage_error(usage, "--batch must be a positive number, not '%s'", optarg);
-			break;
-		}
+		case 'b': batch_size = (long)number_arg(usage, "--batch", optarg, 1); break;
 		case 'B': busy = optarg; break;
 		case 'q': quiet = 1; break;
 		case 'h': print_help(usage);

@@ -128,15 +128,7 @@ main(int argc, char **argv)
 		switch (c) {
 		case 'd': db_flag = optarg; break;
 		case 't': name = optarg; break;
-		case 'n': {
-			char *end;
-
-			errno = 0;
-			limit = strtoll(optarg, &end, 10);
-			if (errno || *end || end == optarg || limit < 1)
-				usage_error(usage, "--limit must be a positive number, not '%s'", optarg);
-			break;
-		}
+		case 'n': limit = number_arg(usage, "--limit", optarg, 1); break;
 		case 'i': ignore_backoff = 1; break;
 		case 'N': want_next_due = 1; break;
 		case 'q': quiet = 1; break;

@@ -47,20 +47,6 @@ static const char usage[] =
 "Exit: 0, 64 usage, 65 an ID that does not exist, 66 no journal, 70 internal\n"
 "error, 74 I/O error, 75 journal busy, 78 journal too new.\n";
 
-/* A non-negative number from the command line, or a usage error. */
-static long long
-parse_id(const char *arg, const char *what)
-{
-	char *end;
-	long long v;
-
-	errno = 0;
-	v = strtoll(arg, &end, 10);
-	if (errno || *end || end == arg || v < 0)
-		usage_error(usage, "%s wants a number, not '%s'", what, arg);
-	return v;
-}
-
 /* Steps a listing; an error mid-way is fatal, never a silently short list. */
 static int
 more(sqlite3 *db, sqlite3_stmt *s)
@@ -119,7 +105,7 @@ main(int argc, char **argv)
 		switch (c) {
 		case 'd': db_flag = optarg; break;
 		case 'r': reason = optarg; break;
-		case 'l': limit = parse_id(optarg, "--limit"); break;
+		case 'l': limit = number_arg(usage, "--limit", optarg, 0); break;
 		case 'j': as_json = 1; break;
 		case 'h': print_help(usage);
 		case 'V': print_version();
@@ -137,7 +123,7 @@ main(int argc, char **argv)
 	if (strcmp(cmd, "rm") == 0 && optind >= argc)
 		usage_error(usage, "rm takes one or more IDs");
 	for (int i = optind; i < argc; i++)
-		parse_id(argv[i], "an ID");
+		number_arg(usage, "an ID", argv[i], 0);
 	if ((strcmp(cmd, "list") == 0 || strcmp(cmd, "export") == 0) && optind < argc)
 		usage_error(usage, "%s takes no arguments", cmd);
 	db = db_open(journal_path(db_flag), DB_MUST_EXIST, NULL, NULL);
@@ -156,7 +142,7 @@ main(int argc, char **argv)
 	} else if (strcmp(cmd, "show") == 0) {
 		s = db_prepare(db, "SELECT id, received_at, source, line_no, reason, detail,"
 		    " event_id, producer, raw, raw_bytes FROM quarantine WHERE id = ?");
-		sqlite3_bind_int64(s, 1, parse_id(argv[optind], "an ID"));
+		sqlite3_bind_int64(s, 1, number_arg(usage, "an ID", argv[optind], 0));
 		if (!more(db, s)) {
 			warnmsg("no quarantined line with id %s", argv[optind]);
 			status = EXIT_DATAERR;
@@ -212,7 +198,7 @@ main(int argc, char **argv)
 		s = db_prepare(db, "DELETE FROM quarantine WHERE id = ?");
 		db_exec(db, "BEGIN IMMEDIATE");
 		for (; optind < argc; optind++) {
-			sqlite3_bind_int64(s, 1, parse_id(argv[optind], "an ID"));
+			sqlite3_bind_int64(s, 1, number_arg(usage, "an ID", argv[optind], 0));
 			if (sqlite3_step(s) != SQLITE_DONE)
 				db_die(db, sqlite3_errcode(db), "cannot remove");
 			if (sqlite3_changes(db) == 0) {

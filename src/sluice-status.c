@@ -540,14 +540,7 @@ main(int argc, char **argv)
 				usage_error(usage, "--max-snapshot-age wants a duration such as 1h, not '%s'",
 				    optarg);
 			break;
-		case 'f': {
-			char *end;
-
-			max_failed = strtoll(optarg, &end, 10);
-			if (*end || end == optarg || max_failed < 0)
-				usage_error(usage, "--max-failed wants a number, not '%s'", optarg);
-			break;
-		}
+		case 'f': max_failed = number_arg(usage, "--max-failed", optarg, 0); break;
 		case 'h': print_help(usage);
 		case 'V': print_version();
 		default: usage_error(usage, "unknown option");

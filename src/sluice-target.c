@@ -86,19 +86,6 @@ struct settings {
 	json_t *headers;
 };
 
-static int64_t
-positive(const char *arg, const char *name)
-{
-	char *end;
-	long long v;
-
-	errno = 0;
-	v = strtoll(arg, &end, 10);
-	if (errno || *end || end == arg || v < 1)
-		usage_error(usage, "%s must be a positive number, not '%s'", name, arg);
-	return v;
-}
-
 static void
 check_url(const char *url)
 {
@@ -402,10 +389,10 @@ main(int argc, char **argv)
 		case O_AUTH_ENV: s.auth_env = optarg; break;
 		case O_AUTH_FILE: s.auth_file = optarg; break;
 		case O_NO_AUTH: s.no_auth = 1; break;
-		case O_BATCH_EVENTS: s.batch_events = positive(optarg, "--batch-events"); break;
-		case O_BATCH_BYTES: s.batch_bytes = positive(optarg, "--batch-bytes"); break;
-		case O_MAX_EVENT: s.max_event_bytes = positive(optarg, "--max-event-bytes"); break;
-		case O_TIMEOUT: s.timeout_ms = positive(optarg, "--timeout-ms"); break;
+		case O_BATCH_EVENTS: s.batch_events = number_arg(usage, "--batch-events", optarg, 1); break;
+		case O_BATCH_BYTES: s.batch_bytes = number_arg(usage, "--batch-bytes", optarg, 1); break;
+		case O_MAX_EVENT: s.max_event_bytes = number_arg(usage, "--max-event-bytes", optarg, 1); break;
+		case O_TIMEOUT: s.timeout_ms = number_arg(usage, "--timeout-ms", optarg, 1); break;
 		case O_GZIP: s.gzip = 1; break;
 		case O_NO_GZIP: s.no_gzip = 1; break;
 		case O_HEADER:
@@ -420,7 +407,7 @@ main(int argc, char **argv)
 		case O_NO_HEADERS: s.no_headers = 1; break;
 		case O_CACERT: s.cacert = optarg; break;
 		case O_INSECURE: s.insecure = 1; break;
-		case O_MAX_REJ: s.max_rejections = positive(optarg, "--max-rejections"); break;
+		case O_MAX_REJ: s.max_rejections = number_arg(usage, "--max-rejections", optarg, 1); break;
 		case O_NO_BACKFILL: s.no_backfill = 1; break;
 		case O_JSON: as_json = 1; break;
 		case O_ENABLED: only_enabled = 1; break;
@@ -438,14 +425,7 @@ main(int argc, char **argv)
 				usage_error(usage, "--min-interval wants a duration such as 10m, not '%s'",
 				    optarg);
 			break;
-		case O_KEEP: {
-			char *end;
-
-			s.keep = strtoll(optarg, &end, 10);
-			if (*end || end == optarg || s.keep < 0)
-				usage_error(usage, "--keep wants a number, not '%s'", optarg);
-			break;
-		}
+		case O_KEEP: s.keep = number_arg(usage, "--keep", optarg, 0); break;
 		case 'h': print_help(usage);
 		case 'V': print_version();
 		default: usage_error(usage, "unknown option");
