@@ -104,6 +104,10 @@ deps:
 demo: deps all
 	@t/demo bin
 
+# Figures as ratios against baselines run in the same invocation (bench/README).
+bench: deps all
+	@bench/run $(BINOUT)
+
 install: all
 	mkdir -p $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBEXECDIR) $(DESTDIR)$(MANDIR)/man1 \
 		$(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man7
@@ -121,4 +125,4 @@ clean:
 	rm -rf build
 	for p in $(PROGRAMS) $(SCRIPTS); do rm -f bin/$$p; done
 
-.PHONY: all check deps demo install uninstall clean
+.PHONY: all check deps demo bench install uninstall clean

@@ -142,6 +142,11 @@ drain_target() {
 		*) rc=$(stage_failed "$t" sluice-snapshot "$rc"); return "$rc" ;;
 		esac
 	fi
+	# Nothing due at all (the usual cron tick): no need to start the stages.
+	if [ -z "$("$x/select-undelivered" "${db_args[@]}" --target "$t" --next-due)" ]; then
+		exec {fd}>&-
+		return 0
+	fi
 	while :; do
 		out=$(
 			"$x/select-undelivered" "${db_args[@]}" --target "$t" --limit "$limit" "${quiet[@]}" |

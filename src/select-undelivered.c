@@ -12,7 +12,9 @@
  *
  * Cost is proportional to what is selected, not to the journal: pending
  * events are read from the target's cursor up, in seq order (primary key),
- * and due retries come from a partial index of retrying rows.
+ * and due retries come from the partial index of retrying rows; the unary +
+ * in their ORDER BY keeps SQLite from walking the whole ledger in seq order
+ * instead, which it otherwise prefers.
  */
 #include "clock.h"
 #include "config.h"
@@ -185,7 +187,7 @@ main(int argc, char **argv)
 	    "SELECT d.event_seq, e.event_id, d.attempts, e.payload"
 	    " FROM deliveries d JOIN events e ON e.seq = d.event_seq"
 	    " WHERE d.target_id = ?1 AND d.state = 'retrying' AND d.next_attempt_at <= ?2"
-	    " AND e.payload IS NOT NULL ORDER BY d.event_seq LIMIT ?3");
+	    " AND e.payload IS NOT NULL ORDER BY +d.event_seq LIMIT ?3");
 	sqlite3_bind_int64(retrying, 1, target.id);
 	sqlite3_bind_int64(retrying, 2, now);
 	sqlite3_bind_int64(retrying, 3, limit);
