@@ -141,6 +141,28 @@ static const char *const migrations[] = {
 	"  created_at INTEGER NOT NULL,"
 	"  deleted_at INTEGER);"           /* removed by --keep */
 	"CREATE INDEX snapshots_by_target ON snapshots(target_id, id);",
+	/* 3 -> 4: the ledger's state check as ORs. SQLite 3.40 evaluates
+	 * "state IN (...)" in a CHECK by building a temporary b-tree for every
+	 * row written, which cost record-results a third of its time. */
+	"CREATE TABLE deliveries_v4("
+	"  target_id INTEGER NOT NULL,"
+	"  event_seq INTEGER NOT NULL,"
+	"  state TEXT NOT NULL CHECK (state = 'delivered' OR state = 'retrying' OR state = 'failed'),"
+	"  attempts INTEGER NOT NULL DEFAULT 0,"
+	"  http_status INTEGER,"
+	"  category TEXT,"
+	"  error TEXT,"
+	"  first_attempt_at INTEGER,"
+	"  last_attempt_at INTEGER,"
+	"  next_attempt_at INTEGER,"
+	"  delivered_at INTEGER,"
+	"  PRIMARY KEY (target_id, event_seq)) WITHOUT ROWID;"
+	"INSERT INTO deliveries_v4 SELECT target_id, event_seq, state, attempts, http_status, category,"
+	"  error, first_attempt_at, last_attempt_at, next_attempt_at, delivered_at FROM deliveries;"
+	"DROP TABLE deliveries;"
+	"ALTER TABLE deliveries_v4 RENAME TO deliveries;"
+	"CREATE INDEX deliveries_due ON deliveries(target_id, next_attempt_at)"
+	"  WHERE state = 'retrying';",
 };
 
 #define NMIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))

@@ -155,7 +155,13 @@ drain_target() {
 				"$x/record-results" "${db_args[@]}" --target "$t" "${quiet[@]}"
 			echo "pipestatus ${PIPESTATUS[*]}"
 		)
-		read -r -a st <<< "${out##*pipestatus }"
+		st=()
+		read -r -a st <<< "${out##*pipestatus }" || true
+		if [ "${#st[@]}" -ne 4 ]; then
+			warn "$t: the stages' exit statuses were lost; nothing unconfirmed is recorded"
+			rc=70
+			break
+		fi
 		summary=${out%pipestatus*}
 		summary=${summary%$'\n'}
 		[ -n "$summary" ] && printf '%s\n' "$summary"

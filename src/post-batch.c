@@ -85,7 +85,9 @@ struct reply {
 	CURLcode curl_code;
 	char curl_error[CURL_ERROR_SIZE];
 	int64_t elapsed_ms, retry_after_ms;
-	json_t *parsed;            /* the body, if it is JSON */
+	json_t *parsed;            /* the body, when it had to be parsed */
+	int raw;                   /* the body is compact-safe JSON: passed on as it is */
+	int has_results;           /* a JSON object with a "results" array */
 };
 
 static struct target target;
@@ -232,6 +234,39 @@ build_body(size_t lo, size_t hi)
 	buf_append(&body.data, &body.len, &body.cap, close, strlen(close));
 }
 
+/* A successful batch's body is long (a result per event) and needs no
+ * decoding here: when it is one JSON value of plain ASCII on one line, the
+ * span scanner's check is enough and its bytes go on as they are. Any other
+ * body is parsed by jansson (and re-encoded compactly), or passed on as a
+ * string when it is not JSON. */
+static void
+read_body(struct reply *r)
+{
+	struct json_member m[64];
+	const char *why;
+	int n, plain = 1;
+
+	for (size_t i = 0; i < response.len && plain; i++) {
+		unsigned char c = (unsigned char)response.data[i];
+
+		plain = c >= 0x20 && c < 0x80;
+	}
+	if (plain && r->http_status >= 200 && r->http_status < 300) {
+		n = response.data[0] == '[' ? json_elements(response.data, response.len, m, 0, &why) :
+		    json_members(response.data, response.len, m, 64, &why);
+		if (n >= 0) {
+			const struct json_member *results = response.data[0] == '{' ?
+			    json_member_find(m, n < 64 ? n : 64, "results") : NULL;
+
+			r->raw = 1;
+			r->has_results = results && results->valuelen > 0 && results->value[0] == '[';
+			return;
+		}
+	}
+	r->parsed = json_loadb(response.data, response.len, 0, NULL);
+	r->has_results = json_is_array(json_object_get(r->parsed, "results"));
+}
+
 static void
 post(size_t lo, size_t hi, struct reply *r)
 {
@@ -266,7 +301,7 @@ post(size_t lo, size_t hi, struct reply *r)
 		    retry_after > 0)
 			r->retry_after_ms = (int64_t)retry_after * 1000;
 		if (response.len > 0 && !response.truncated)
-			r->parsed = json_loadb(response.data, response.len, 0, NULL);
+			read_body(r);
 	} else {
 		r->http_status = 0;
 		if (!r->curl_error[0])
@@ -283,16 +318,27 @@ post(size_t lo, size_t hi, struct reply *r)
 
 /* --- response records --- */
 
-static json_t *
-events_json(const struct event_ref *ev, size_t n)
+/* A JSON string: ids and names are plain, anything else is jansson's to encode. */
+static void
+put_string(const char *s)
 {
-	json_t *a = json_array();
+	const char *p;
+	json_t *j;
 
-	for (size_t i = 0; i < n; i++)
-		json_array_append_new(a, json_pack("{s:I, s:s}", "seq", (json_int_t)ev[i].seq,
-		    "event_id", ev[i].event_id));
-	return a;
+	for (p = s; *p; p++)
+		if (*p < 0x20 || *p == '"' || *p == '\\' || (unsigned char)*p >= 0x80)
+			break;
+	if (!*p) {
+		printf("\"%s\"", s);
+		return;
+	}
+	j = json_string(s);
+	if (!j)
+		j = json_string("(not UTF-8)");
+	json_dumpf(j, stdout, JSON_ENCODE_ANY);
+	json_decref(j);
 }
+
 
 /* A body that is not JSON goes on as a string, cut, and made valid UTF-8. */
 static json_t *
@@ -317,33 +363,60 @@ body_string(void)
 	return s;
 }
 
+/* Writes the response record by hand: a batch of results can be long, and
+ * building and dumping a tree of it cost post-batch a third of its time. */
 static void
 emit_record(const struct event_ref *ev, size_t n, const struct reply *r, const char *note)
 {
-	json_t *rec = json_object();
+	int answered = r && r->curl_code == CURLE_OK;
 
-	json_object_set_new(rec, "target", json_string(target.name));
-	json_object_set_new(rec, "format", json_string(target.format));
-	json_object_set_new(rec, "request", r ? json_integer(requests) : json_null());
-	json_object_set_new(rec, "http_status", r && r->curl_code == CURLE_OK ?
-	    json_integer(r->http_status) : json_null());
-	json_object_set_new(rec, "transport_error", r && r->curl_code != CURLE_OK ?
-	    json_pack("{s:s, s:i, s:s}", "kind", transport_kind(r->curl_code),
-	    "curl_code", (int)r->curl_code, "message", r->curl_error) : json_null());
-	json_object_set_new(rec, "elapsed_ms", r ? json_integer(r->elapsed_ms) : json_null());
-	json_object_set_new(rec, "retry_after_ms", r && r->retry_after_ms >= 0 ?
-	    json_integer(r->retry_after_ms) : json_null());
-	json_object_set_new(rec, "events", events_json(ev, n));
-	if (!r || r->curl_code != CURLE_OK || response.len == 0)
-		json_object_set_new(rec, "response", json_null());
-	else if (r->parsed)
-		json_object_set(rec, "response", r->parsed);
+	printf("{\"target\":\"%s\",\"format\":\"%s\",\"request\":", target.name, target.format);
+	if (r)
+		printf("%ld", requests);
 	else
-		json_object_set_new(rec, "response", body_string());
-	json_object_set_new(rec, "note", note ? json_string(note) : json_null());
-	if (json_dumpf(rec, stdout, JSON_COMPACT) != 0 || putchar('\n') == EOF || fflush(stdout) != 0)
+		fputs("null", stdout);
+	if (answered)
+		printf(",\"http_status\":%ld,\"transport_error\":null", r->http_status);
+	else if (r) {
+		printf(",\"http_status\":null,\"transport_error\":{\"kind\":\"%s\",\"curl_code\":%d,"
+		    "\"message\":", transport_kind(r->curl_code), (int)r->curl_code);
+		put_string(r->curl_error);
+		putchar('}');
+	} else {
+		fputs(",\"http_status\":null,\"transport_error\":null", stdout);
+	}
+	if (r)
+		printf(",\"elapsed_ms\":%" PRId64, r->elapsed_ms);
+	else
+		fputs(",\"elapsed_ms\":null", stdout);
+	if (r && r->retry_after_ms >= 0)
+		printf(",\"retry_after_ms\":%" PRId64, r->retry_after_ms);
+	else
+		fputs(",\"retry_after_ms\":null", stdout);
+	fputs(",\"events\":[", stdout);
+	for (size_t i = 0; i < n; i++) {
+		printf("%s{\"seq\":%" PRId64 ",\"event_id\":", i ? "," : "", ev[i].seq);
+		put_string(ev[i].event_id);
+		putchar('}');
+	}
+	fputs("],\"response\":", stdout);
+	if (!answered || response.len == 0) {
+		fputs("null", stdout);
+	} else if (r->raw) {
+		fwrite(response.data, 1, response.len, stdout);
+	} else {
+		json_t *value = r->parsed ? json_incref(r->parsed) : body_string();
+
+		json_dumpf(value, stdout, JSON_COMPACT | JSON_ENCODE_ANY);
+		json_decref(value);
+	}
+	fputs(",\"note\":", stdout);
+	if (note)
+		printf("\"%s\"", note);
+	else
+		fputs("null", stdout);
+	if (puts("}") == EOF || fflush(stdout) != 0)
 		die(EXIT_IOERR, "cannot write standard output: %s", strerror(errno));
-	json_decref(rec);
 }
 
 /* Does a 400 carry per-event details (a list, or a JSON string holding one)? */
@@ -389,8 +462,7 @@ batch_level_failure(const struct reply *r)
 		return 1;
 	if (s >= 200 && s < 300) {
 		/* Only the batch format promises a body; an unusable one is the receiver's fault. */
-		return strcmp(target.format, "batch") == 0 &&
-		    !json_is_array(json_object_get(r->parsed, "results"));
+		return strcmp(target.format, "batch") == 0 && !r->has_results;
 	}
 	return http_batch_category(s) != NULL;
 }

@@ -323,65 +323,86 @@ flush_pending(void)
 	show_progress(0);
 }
 
+/* A member that is a string (0, copied to buf), null or missing (1), or
+ * anything else (-1). */
+static int
+member_text(const struct json_member *m, char *buf, size_t size)
+{
+	buf[0] = '\0';
+	if (!m || (m->valuelen == 4 && memcmp(m->value, "null", 4) == 0))
+		return 1;
+	return json_member_str(m, buf, size) == 0 ? 0 : -1;
+}
+
+/* A member that is an integer (0), null or missing (1), or anything else (-1). */
+static int
+member_int(const struct json_member *m, int64_t *v)
+{
+	int ok;
+
+	if (!m || (m->valuelen == 4 && memcmp(m->value, "null", 4) == 0))
+		return 1;
+	*v = json_member_int(m, &ok);
+	return ok ? 0 : -1;
+}
+
+/* Outcome records come from classify, one per event: their members are found
+ * with the span scanner, and only the values used are decoded. */
 static int
 parse_outcome(const char *line, size_t len, unsigned long lineno, struct outcome *o,
     const char **why)
 {
-	json_error_t err;
-	json_t *rec = json_loadb(line, len, 0, &err), *v;
-	const char *s;
-	int ok = -1;
+	static char text[65536];
+	struct json_member m[24];
+	int n = json_members(line, len, m, 24, why), i;
+	int64_t v;
 
 	memset(o, 0, sizeof *o);
 	o->lineno = lineno;
 	o->retry_after_ms = -1;
-	if (!rec) {
-		*why = "not JSON";
+	if (n < 0)
+		return -1;
+	if (member_int(json_member_find(m, n, "seq"), &o->seq) != 0 || o->seq < 1) {
+		*why = "seq missing or not a positive integer";
 		return -1;
 	}
-	if (!json_is_object(rec)) {
-		*why = "not an object";
-		goto out;
-	}
-	v = json_object_get(rec, "seq");
-	if (!json_is_integer(v) || json_integer_value(v) < 1) {
-		*why = "seq missing or not a positive integer";
-		goto out;
-	}
-	o->seq = json_integer_value(v);
-	s = json_str(rec, "event_id");
-	if (!s || !*s || strlen(s) >= sizeof o->event_id) {
+	if (member_text(json_member_find(m, n, "event_id"), o->event_id, sizeof o->event_id) != 0 ||
+	    !o->event_id[0]) {
 		*why = "event_id missing or not a string";
-		goto out;
+		return -1;
 	}
-	strcpy(o->event_id, s);
-	s = json_str(rec, "target");
-	if (s && strcmp(s, st.target.name) != 0) {
+	i = member_text(json_member_find(m, n, "target"), text, sizeof text);
+	if (i < 0 || (i == 0 && strcmp(text, st.target.name) != 0)) {
 		*why = "outcome for another target";
-		goto out;
+		return -1;
 	}
-	s = json_str(rec, "status");
 	o->status = -1;
-	for (int i = 0; s && i < STATUS_COUNT; i++)
-		if (strcmp(s, status_names[i]) == 0)
-			o->status = i;
+	if (member_text(json_member_find(m, n, "status"), text, sizeof text) == 0)
+		for (i = 0; i < STATUS_COUNT; i++)
+			if (strcmp(text, status_names[i]) == 0)
+				o->status = i;
 	if (o->status < 0) {
 		*why = "status missing or unknown";
-		goto out;
+		return -1;
 	}
-	s = json_str(rec, "category");
-	snprintf(o->category, sizeof o->category, "%s", s ? s : "");
+	if (member_text(json_member_find(m, n, "category"), o->category, sizeof o->category) < 0) {
+		*why = "category is not a string";
+		return -1;
+	}
 	if (!o->category[0] && (o->status == S_REJECTED || o->status == S_PERMANENT ||
 	    o->status == S_TRANSIENT))
 		snprintf(o->category, sizeof o->category, "%s", status_names[o->status]);
-	o->http_status = json_int(rec, "http_status", 0);
-	o->retry_after_ms = json_int(rec, "retry_after_ms", -1);
-	s = json_str(rec, "error");
-	o->error = s ? strdup(s) : NULL;
-	ok = 0;
-out:
-	json_decref(rec);
-	return ok;
+	if (member_int(json_member_find(m, n, "http_status"), &v) == 0)
+		o->http_status = v;
+	if (member_int(json_member_find(m, n, "retry_after_ms"), &v) == 0)
+		o->retry_after_ms = v;
+	i = member_text(json_member_find(m, n, "error"), text, sizeof text);
+	if (i == 0) {
+		o->error = strdup(text);
+		if (!o->error)
+			die(EXIT_SOFTWARE, "out of memory");
+	}
+	return 0;
 }
 
 /* Moves the cursor over every event that now has a ledger row (or needs

@@ -60,7 +60,7 @@ static const char usage[] =
 "                           restore: replace an existing file at --to\n"
 "      --json               list: one JSON record per snapshot\n"
 "  -q, --quiet              push: no line on stderr for a snapshot taken\n"
-"  -v, --verbose            one line per request on stderr (keys are never printed)\n"
+"  -v, --verbose            one line per request on stderr (credentials are never printed)\n"
 "      --to PATH            restore: where to write (default: the journal's path)\n"
 "      --key KEY            restore: this snapshot, not the latest\n"
 "      --url URL            list, restore: the target's URL, when there is no journal\n"
@@ -144,19 +144,26 @@ sha256_buf(const char *p, size_t n, char hex[65])
 
 /* Temporary files to remove if a signal stops us (a drain's timeout does). */
 static char *temps[3];
+static int handlers;
 
 static void
-on_signal(int sig)
+remove_temps(void)
 {
 	for (int i = 0; i < 3; i++)
 		if (temps[i])
 			unlink(temps[i]);
+}
+
+static void
+on_signal(int sig)
+{
+	remove_temps();
 	signal(sig, SIG_DFL);
 	raise(sig);
 }
 
 /* A new, empty 0600 file next to `near` (same file system), removed on
- * SIGTERM, SIGINT or SIGHUP. */
+ * every exit, by die() too, and on SIGTERM, SIGINT or SIGHUP. */
 static char *
 temp_path(const char *near, const char *what)
 {
@@ -182,9 +189,13 @@ temp_path(const char *near, const char *what)
 			temps[i] = path;
 			break;
 		}
-	signal(SIGTERM, on_signal);
-	signal(SIGINT, on_signal);
-	signal(SIGHUP, on_signal);
+	if (!handlers) {
+		atexit(remove_temps);
+		signal(SIGTERM, on_signal);
+		signal(SIGINT, on_signal);
+		signal(SIGHUP, on_signal);
+		handlers = 1;
+	}
 	return path;
 }
 
@@ -588,7 +599,7 @@ store_for_target(struct store *st, const struct target *t, json_t **headers_json
 }
 
 static int
-push(sqlite3 *db, const char *path, const char *name, int force)
+push(sqlite3 *db, const char *path, const char *name, const char *jname, int force)
 {
 	struct target t;
 	struct store st = { 0 };
@@ -659,7 +670,7 @@ push(sqlite3 *db, const char *path, const char *name, int force)
 		die(EXIT_IOERR, "cannot read the copy %s: %s", upload, strerror(errno));
 	bytes = sb.st_size;
 
-	journal = journal_name(path);
+	journal = journal_name(jname ? jname : path);
 	{
 		/* Milliseconds in the key: two snapshots never share one. */
 		time_t secs = (time_t)(now / 1000);
@@ -825,25 +836,19 @@ restore(struct store *st, const char *key, const char *to, int force)
 	r.sink = f;
 	request(st, "GET", json_str(chosen, "key"), NULL, 0, NULL, NULL, 0, NULL, &r);
 	if (fclose(f) != 0 || !ok(&r)) {
-		unlink(download);
 		die(fetch_status(&r), "cannot get %s: %s", json_str(chosen, "key"), r.code != CURLE_OK ? r.error :
 		    failure_category(&r));
 	}
 	if (sha256_file(download, sha) != 0 || strcmp(sha, json_str(chosen, "sha256")) != 0) {
-		unlink(download);
 		die(EXIT_DATAERR, "%s: sha256 %s does not match the manifest's %s; nothing written",
 		    json_str(chosen, "key"), sha, json_str(chosen, "sha256"));
 	}
 	plain = download;
 	if (json_is_true(json_object_get(chosen, "gzip"))) {
 		plain = temp_path(to, "restore-db");
-		if (gunzip_file(download, plain) != 0) {
-			unlink(download);
-			unlink(plain);
+		if (gunzip_file(download, plain) != 0)
 			die(EXIT_DATAERR, "%s: cannot gunzip; nothing written", json_str(chosen, "key"));
-		}
-		unlink(download);
-		free(download);
+		temp_done(download);
 	}
 	if (sqlite3_open_v2(plain, &c, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK) {
 		sqlite3_stmt *s;
@@ -856,7 +861,6 @@ restore(struct store *st, const char *key, const char *to, int force)
 	}
 	sqlite3_close(c);
 	if (!check || strcmp(check, "ok") != 0) {
-		unlink(plain);
 		die(EXIT_DATAERR, "%s: integrity_check says %s; nothing written",
 		    json_str(chosen, "key"), check ? check : "it is not a database");
 	}
@@ -877,6 +881,9 @@ restore(struct store *st, const char *key, const char *to, int force)
 	warnmsg("restored %s (seq %" JSON_INTEGER_FORMAT ", sha256 ok, integrity ok) to %s",
 	    json_str(chosen, "key"), json_integer_value(json_object_get(chosen, "seq")), to);
 	printf("%s\n", to);
+	for (int k = 0; k < 3; k++)
+		if (temps[k] == plain)
+			temps[k] = NULL;
 	free(plain);
 	json_decref(m);
 	return EXIT_OK;
@@ -955,7 +962,7 @@ main(int argc, char **argv)
 		if (url)
 			usage_error(usage, "push works from the journal's target, not --url");
 		db = db_open(path, DB_MUST_EXIST, NULL, NULL);
-		status = push(db, path, argv[optind], force);
+		status = push(db, path, argv[optind], jname, force);
 		db_close(db);
 		c = finish_stdout();
 		return c != EXIT_OK ? c : status;

@@ -474,9 +474,9 @@ check(struct target_status *ts, size_t n, int64_t max_age, int64_t max_failed,
 
 			format_duration(max_snapshot_age, limit, sizeof limit);
 			if (ts[i].snapshot_at)
-				warnmsg("%s: the last good snapshot is %s old and %" PRId64 " events behind"
+				warnmsg("%s: the last good snapshot is %s old and %" PRId64 " event%s behind"
 				    " (limit %s)", t->name, format_duration(ts[i].lag_ms, d, sizeof d),
-				    ts[i].lag_events, limit);
+				    ts[i].lag_events, ts[i].lag_events == 1 ? "" : "s", limit);
 			else
 				warnmsg("%s: no snapshot yet, %s after the target was added (limit %s)",
 				    t->name, format_duration(ts[i].lag_ms, d, sizeof d), limit);

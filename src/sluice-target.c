@@ -83,6 +83,7 @@ struct settings {
 	int no_auth, gzip, no_gzip, insecure, no_headers, no_backfill;
 	int64_t batch_events, batch_bytes, max_event_bytes, timeout_ms, max_rejections;
 	int64_t min_interval_ms, keep;      /* -1: not given */
+	int adding;                         /* the command is add */
 	json_t *headers;
 };
 
@@ -136,8 +137,9 @@ check_settings(const struct settings *s)
 		check_env_name(s->s3_access_env);
 		check_env_name(s->s3_secret_env);
 	}
-	if (s->format && strcmp(s->format, "snapshot") != 0 && (s->s3_region || s->s3_access_env ||
-	    s->min_interval_ms >= 0 || s->keep >= 0))
+	/* add: the format given (batch by default) decides; set: the target's own. */
+	if (s->adding && (!s->format || strcmp(s->format, "snapshot") != 0) && (s->s3_region ||
+	    s->s3_access_env || s->min_interval_ms >= 0 || s->keep >= 0))
 		die(EXIT_CONFIG, "--s3-*, --min-interval and --keep are for --format snapshot");
 	if (s->auth_env && s->auth_file)
 		die(EXIT_CONFIG, "give --auth-env or --auth-file, not both");
@@ -436,6 +438,7 @@ main(int argc, char **argv)
 	cmd = argv[optind];
 	args = argv + optind + 1;
 	nargs = argc - optind - 1;
+	s.adding = strcmp(cmd, "add") == 0;
 	check_settings(&s);
 
 	if (strcmp(cmd, "add") == 0) {
@@ -475,6 +478,13 @@ main(int argc, char **argv)
 		db = open_journal(db_flag, DB_MUST_EXIST);
 		db_exec(db, "BEGIN IMMEDIATE");
 		target_load_or_die(db, args[0], &t);
+		/* A target's kind never changes: events and snapshots are different ledgers. */
+		if (s.format && (strcmp(s.format, "snapshot") == 0) != TARGET_IS_SNAPSHOT(&t))
+			die(EXIT_CONFIG, "%s is %s target; its format cannot become %s (add a new target)",
+			    t.name, TARGET_IS_SNAPSHOT(&t) ? "a snapshot" : "an event", s.format);
+		if (!TARGET_IS_SNAPSHOT(&t) && (s.s3_region || s.s3_access_env || s.min_interval_ms >= 0 ||
+		    s.keep >= 0))
+			die(EXIT_CONFIG, "--s3-*, --min-interval and --keep are for snapshot targets");
 		target_free(&t);
 		apply_settings(db, args[0], nargs == 2 ? args[1] : NULL, &s);
 		db_exec(db, "COMMIT");

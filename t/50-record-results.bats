@@ -102,7 +102,7 @@ row() { # seq -> state|attempts|category|next_attempt_at
 		outcome 3 e-3 success "" 200
 	} > in
 	run -65 --separate-stderr record-results -t prod < in
-	[[ "$stderr" == *"record-results: <stdin>:2: not an outcome record: not JSON; skipped"* ]]
+	[[ "$stderr" == *"record-results: <stdin>:2: not an outcome record: not a JSON object; skipped"* ]]
 	[[ "$stderr" == *"record-results: <stdin>:3: no event 2 with id e-999 in the journal; skipped"* ]]
 	[[ "$stderr" == *"record-results: <stdin>:4: not an outcome record: status missing or unknown; skipped"* ]]
 	[ "$(sql 'select group_concat(event_seq) from deliveries')" = "1,3" ]

@@ -273,3 +273,25 @@ JS
 	[ "$(sqlite3 "$other" 'select count(*) from events')" = 4 ]
 	s3_stop
 }
+
+@test "a target's kind never changes; snapshot options belong to snapshot targets" {
+	s3_start
+	add_s3_target
+	target_add ev http://127.0.0.1:9/x
+	run -0 --separate-stderr sluice target set s3 --keep 5 --min-interval 1m
+	run -78 --separate-stderr sluice target set s3 --format batch
+	[[ "$stderr" == *"is a snapshot target; its format cannot become batch"* ]]
+	run -78 --separate-stderr sluice target set ev --keep 3
+	run -78 --separate-stderr sluice target add other http://127.0.0.1:9/y --keep 3
+	run -78 --separate-stderr sluice target set ev --format snapshot
+	s3_stop
+}
+
+@test "a push that fails before uploading leaves no temporary copy behind" {
+	s3_start
+	events 50 | journal-append -q
+	sluice target add s3 "$S3_URL" --format snapshot --s3-access-env NOT_SET_A --s3-secret-env NOT_SET_B
+	run -78 --separate-stderr sluice snapshot push --force s3
+	[ -z "$(find "$BATS_TEST_TMPDIR" -maxdepth 1 -name '.sluice-snapshot*')" ]
+	s3_stop
+}
