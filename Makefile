@@ -34,7 +34,7 @@ WARNINGS = -Wall -Wextra -Wpedantic -Wshadow -Wstrict-prototypes \
 	-Wold-style-definition -Wcast-align -Wvla
 ALL_CFLAGS = $(CFLAGS) -std=c11 -D_DEFAULT_SOURCE $(WARNINGS) -Ilib \
 	$$($(PKG_CONFIG) --cflags sqlite3 libcurl jansson) $(EXTRA_CFLAGS)
-LIBS = $$($(PKG_CONFIG) --libs sqlite3 libcurl jansson) -lz
+LIBS = $$($(PKG_CONFIG) --libs sqlite3 libcurl jansson) -lz -pthread
 MHD_CFLAGS = $$($(PKG_CONFIG) --cflags libmicrohttpd)
 MHD_LIBS = $$($(PKG_CONFIG) --libs libmicrohttpd)
 

@@ -42,6 +42,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <pthread.h>
 #include <unistd.h>
 
 static const char usage[] =
@@ -98,6 +99,12 @@ struct row {
 	enum disposition result;
 };
 
+/* A growing list of rows: a chunk's while it is checked, the batch's after. */
+struct rows {
+	struct row *v;
+	size_t n, cap, bytes;
+};
+
 static struct {
 	const char *db_flag, *source, *producer, *sync, *busy;
 	char **required, **discard, **coalesce;
@@ -111,8 +118,7 @@ static struct {
 	sqlite3 *db;
 	const char *path;
 	sqlite3_stmt *insert_many, *insert_one, *find, *discard;
-	struct row *rows;
-	size_t nrows, cap, bytes;
+	struct rows batch;          /* checked, not yet committed, in input order */
 	int64_t first_row_at;       /* monotonic ms of the oldest uncommitted row */
 	unsigned long committed_line; /* every input line up to here is durable */
 	unsigned long appended, duplicates, quarantined, discarded;
@@ -120,13 +126,18 @@ static struct {
 
 /* --- UUIDv7: 48 bits of Unix ms, then random bits, monotonic per process --- */
 
+static pthread_mutex_t uuid_lock = PTHREAD_MUTEX_INITIALIZER;
+
 static void
 uuid7(char out[37])
 {
 	static int64_t last_ms = -1;
 	static unsigned char last[16];
 	unsigned char b[16];
-	int64_t ms = now_ms();
+	int64_t ms;
+
+	pthread_mutex_lock(&uuid_lock);
+	ms = now_ms();
 
 	if (ms == last_ms) {
 		/* Same millisecond: count up from the previous id so ids stay ordered. */
@@ -145,6 +156,7 @@ uuid7(char out[37])
 	b[8] = (unsigned char)(0x80 | (b[8] & 0x3f));
 	memcpy(last, b, sizeof b);
 	last_ms = ms;
+	pthread_mutex_unlock(&uuid_lock);
 	snprintf(out, 37,
 	    "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
 	    b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11],
@@ -189,30 +201,28 @@ fmt(const char *f, ...)
 }
 
 static struct row *
-new_row(unsigned long lineno)
+new_row(struct rows *list, unsigned long lineno)
 {
 	struct row *r;
 
-	if (st.nrows == st.cap) {
-		size_t cap = st.cap ? st.cap * 2 : 256;
-		struct row *grown = realloc(st.rows, cap * sizeof *grown);
+	if (list->n == list->cap) {
+		size_t cap = list->cap ? list->cap * 2 : 256;
+		struct row *grown = realloc(list->v, cap * sizeof *grown);
 
 		if (!grown)
 			die(EXIT_SOFTWARE, "out of memory");
-		st.rows = grown;
-		st.cap = cap;
+		list->v = grown;
+		list->cap = cap;
 	}
-	r = &st.rows[st.nrows++];
+	r = &list->v[list->n++];
 	memset(r, 0, sizeof *r);
 	r->lineno = lineno;
 	r->seq = -1;
-	if (st.nrows == 1)
-		st.first_row_at = mono_ms();
 	return r;
 }
 
 static void
-quarantine_row(struct row *r, const char *data, size_t len, int64_t raw_bytes,
+quarantine_row(struct rows *list, struct row *r, const char *data, size_t len, int64_t raw_bytes,
     const char *reason, char *detail)
 {
 	r->quarantine = 1;
@@ -221,7 +231,7 @@ quarantine_row(struct row *r, const char *data, size_t len, int64_t raw_bytes,
 	r->raw_bytes = raw_bytes;
 	r->reason = reason;
 	r->detail = detail;
-	st.bytes += len;
+	list->bytes += len;
 }
 
 /* The key --coalesce-key names: the JSON array of those fields' values, or
@@ -245,9 +255,10 @@ out:
 	return key;
 }
 
-/* Checks one line and queues it as an event or for quarantine. */
+/* Checks one line and adds it to list as an event or for quarantine. Runs
+ * in the checking threads: it touches nothing but list and the line. */
 static void
-take_line(const char *data, size_t len, unsigned long lineno)
+take_line(struct rows *list, const char *data, size_t len, unsigned long lineno)
 {
 	struct row *r;
 	json_t *event, *v;
@@ -259,10 +270,10 @@ take_line(const char *data, size_t len, unsigned long lineno)
 		;
 	if (i == len)
 		return; /* empty line */
-	r = new_row(lineno);
+	r = new_row(list, lineno);
 
 	if ((nul = memchr(data, '\0', len)) != NULL) {
-		quarantine_row(r, data, len, (int64_t)len, "nul_byte",
+		quarantine_row(list, r, data, len, (int64_t)len, "nul_byte",
 		    fmt("NUL byte at byte %zu", (size_t)(nul - data) + 1));
 		return;
 	}
@@ -273,12 +284,12 @@ take_line(const char *data, size_t len, unsigned long lineno)
 	if (!event) {
 		int utf8 = json_error_code(&err) == json_error_invalid_utf8;
 
-		quarantine_row(r, data, len, (int64_t)len, utf8 ? "invalid_utf8" : "invalid_json",
+		quarantine_row(list, r, data, len, (int64_t)len, utf8 ? "invalid_utf8" : "invalid_json",
 		    fmt("%s at byte %d", err.text, err.position));
 		return;
 	}
 	if (!json_is_object(event)) {
-		quarantine_row(r, data, len, (int64_t)len, "not_object",
+		quarantine_row(list, r, data, len, (int64_t)len, "not_object",
 		    fmt("a JSON %s, not an object", json_is_array(event) ? "array" :
 		    json_is_string(event) ? "string" : "scalar"));
 		goto done;
@@ -288,7 +299,7 @@ take_line(const char *data, size_t len, unsigned long lineno)
 		const char *id = json_string_value(v);
 
 		if (!id || !valid_event_id(id, json_string_length(v))) {
-			quarantine_row(r, data, len, (int64_t)len, "bad_event_id",
+			quarantine_row(list, r, data, len, (int64_t)len, "bad_event_id",
 			    xstrdup("event_id must be a string of 1-128 characters from "
 			    "A-Z a-z 0-9 . _ : -"));
 			goto done;
@@ -299,7 +310,7 @@ take_line(const char *data, size_t len, unsigned long lineno)
 	    *k; k++) {
 		v = json_object_get(event, *k);
 		if (v && !json_is_string(v)) {
-			quarantine_row(r, data, len, (int64_t)len, "bad_field",
+			quarantine_row(list, r, data, len, (int64_t)len, "bad_field",
 			    fmt("%s must be a string", *k));
 			goto done;
 		}
@@ -307,7 +318,7 @@ take_line(const char *data, size_t len, unsigned long lineno)
 	for (int k = 0; k < opt.nrequired; k++) {
 		v = json_get_path(event, opt.required[k]);
 		if (!v || json_is_null(v)) {
-			quarantine_row(r, data, len, (int64_t)len, "missing_key",
+			quarantine_row(list, r, data, len, (int64_t)len, "missing_key",
 			    fmt("required key %s is missing", opt.required[k]));
 			goto done;
 		}
@@ -334,9 +345,212 @@ take_line(const char *data, size_t len, unsigned long lineno)
 			die(EXIT_SOFTWARE, "out of memory");
 	}
 	r->raw_bytes = (int64_t)len;
-	st.bytes += r->len;
+	list->bytes += r->len;
 done:
 	json_decref(event);
+}
+
+static void commit_rows(void);
+
+/* --- checking in parallel ---
+ *
+ * Strict parsing is most of an append's work, so the lines are read here in
+ * chunks, checked by two threads, and taken back in input order to be
+ * committed: the order of the journal is the order of the input.
+ */
+
+#define CHUNK_LINES 256
+#define CHUNK_BYTES (1u << 20)
+#define CHUNKS_IN_FLIGHT 6
+#define CHECKERS 2
+
+struct chunk {
+	char *text;                 /* the lines, back to back */
+	size_t len, cap;
+	struct { size_t off, len; unsigned long lineno; int toolong; } *lines;
+	size_t nlines, linecap;
+	struct rows rows;           /* filled by a checker */
+	int checked;
+	struct chunk *next_todo, *next_order;
+};
+
+static struct {
+	pthread_mutex_t lock;
+	pthread_cond_t work, done;
+	struct chunk *todo, *todo_tail;   /* waiting for a checker */
+	struct chunk *order, *order_tail; /* every chunk in flight, in input order */
+	int in_flight, stopping;
+	pthread_t threads[CHECKERS];
+} pool = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, PTHREAD_COND_INITIALIZER,
+	   NULL, NULL, NULL, NULL, 0, 0, { 0 } };
+
+static void
+check_chunk(struct chunk *c)
+{
+	for (size_t i = 0; i < c->nlines; i++) {
+		const char *data = c->text + c->lines[i].off;
+		size_t len = c->lines[i].len;
+
+		if (c->lines[i].toolong)
+			quarantine_row(&c->rows, new_row(&c->rows, c->lines[i].lineno), data, len, -1,
+			    "too_long", fmt("line longer than %zu bytes (--max-bytes); its first %zu "
+			    "bytes are kept", opt.max_bytes, opt.max_bytes));
+		else
+			take_line(&c->rows, data, len, c->lines[i].lineno);
+	}
+}
+
+static void *
+checker(void *unused)
+{
+	(void)unused;
+	pthread_mutex_lock(&pool.lock);
+	for (;;) {
+		struct chunk *c;
+
+		while (!pool.todo && !pool.stopping)
+			pthread_cond_wait(&pool.work, &pool.lock);
+		if (!pool.todo)
+			break;
+		c = pool.todo;
+		pool.todo = c->next_todo;
+		if (!pool.todo)
+			pool.todo_tail = NULL;
+		pthread_mutex_unlock(&pool.lock);
+		check_chunk(c);
+		pthread_mutex_lock(&pool.lock);
+		c->checked = 1;
+		pthread_cond_broadcast(&pool.done);
+	}
+	pthread_mutex_unlock(&pool.lock);
+	return NULL;
+}
+
+static struct chunk *
+chunk_new(void)
+{
+	struct chunk *c = calloc(1, sizeof *c);
+
+	if (!c)
+		die(EXIT_SOFTWARE, "out of memory");
+	return c;
+}
+
+static void
+chunk_add(struct chunk *c, const struct line *line, int toolong)
+{
+	if (c->nlines == c->linecap) {
+		c->linecap = c->linecap ? c->linecap * 2 : 64;
+		c->lines = realloc(c->lines, c->linecap * sizeof *c->lines);
+		if (!c->lines)
+			die(EXIT_SOFTWARE, "out of memory");
+	}
+	if (c->len + line->len > c->cap) {
+		c->cap = (c->len + line->len) * 2 + 4096;
+		c->text = realloc(c->text, c->cap);
+		if (!c->text)
+			die(EXIT_SOFTWARE, "out of memory");
+	}
+	memcpy(c->text + c->len, line->data, line->len);
+	c->lines[c->nlines].off = c->len;
+	c->lines[c->nlines].len = line->len;
+	c->lines[c->nlines].lineno = line->lineno;
+	c->lines[c->nlines].toolong = toolong;
+	c->nlines++;
+	c->len += line->len;
+}
+
+static void
+chunk_submit(struct chunk *c)
+{
+	pthread_mutex_lock(&pool.lock);
+	if (pool.todo_tail)
+		pool.todo_tail->next_todo = c;
+	else
+		pool.todo = c;
+	pool.todo_tail = c;
+	if (pool.order_tail)
+		pool.order_tail->next_order = c;
+	else
+		pool.order = c;
+	pool.order_tail = c;
+	pool.in_flight++;
+	pthread_cond_signal(&pool.work);
+	pthread_mutex_unlock(&pool.lock);
+}
+
+/* Moves the checked chunks at the head of the input order into the batch,
+ * committing whenever it is full; with `wait`, first waits until the head is
+ * checked. Returns how many chunks were taken. */
+static int
+take_checked(int wait)
+{
+	int taken = 0;
+
+	pthread_mutex_lock(&pool.lock);
+	if (wait) {
+		while (pool.order && !pool.order->checked)
+			pthread_cond_wait(&pool.done, &pool.lock);
+	}
+	while (pool.order && pool.order->checked) {
+		struct chunk *c = pool.order;
+
+		pool.order = c->next_order;
+		if (!pool.order)
+			pool.order_tail = NULL;
+		pool.in_flight--;
+		pthread_mutex_unlock(&pool.lock);
+		for (size_t i = 0; i < c->rows.n; i++) {
+			struct row *r = new_row(&st.batch, c->rows.v[i].lineno);
+
+			*r = c->rows.v[i];
+			if (st.batch.n == 1)
+				st.first_row_at = mono_ms();
+		}
+		st.batch.bytes += c->rows.bytes;
+		free(c->rows.v);
+		free(c->lines);
+		free(c->text);
+		free(c);
+		taken++;
+		if (st.batch.n >= (size_t)opt.batch || st.batch.bytes >= MAX_PENDING_BYTES)
+			commit_rows();
+		pthread_mutex_lock(&pool.lock);
+	}
+	pthread_mutex_unlock(&pool.lock);
+	return taken;
+}
+
+static int
+in_flight(void)
+{
+	int n;
+
+	pthread_mutex_lock(&pool.lock);
+	n = pool.in_flight;
+	pthread_mutex_unlock(&pool.lock);
+	return n;
+}
+
+static void
+pool_start(void)
+{
+	/* jansson seeds its hash function once; do it before the threads race to. */
+	json_object_seed(0);
+	for (int i = 0; i < CHECKERS; i++)
+		if (pthread_create(&pool.threads[i], NULL, checker, NULL) != 0)
+			die(EXIT_SOFTWARE, "cannot start a thread: %s", strerror(errno));
+}
+
+static void
+pool_stop(void)
+{
+	pthread_mutex_lock(&pool.lock);
+	pool.stopping = 1;
+	pthread_cond_broadcast(&pool.work);
+	pthread_mutex_unlock(&pool.lock);
+	for (int i = 0; i < CHECKERS; i++)
+		pthread_join(pool.threads[i], NULL);
 }
 
 /* --- writing a batch --- */
@@ -559,14 +773,14 @@ report_row(const struct row *r)
 static void
 clear_rows(void)
 {
-	for (size_t i = 0; i < st.nrows; i++) {
-		free(st.rows[i].bytes);
-		free(st.rows[i].event_type);
-		free(st.rows[i].coalesce_key);
-		free(st.rows[i].detail);
+	for (size_t i = 0; i < st.batch.n; i++) {
+		free(st.batch.v[i].bytes);
+		free(st.batch.v[i].event_type);
+		free(st.batch.v[i].coalesce_key);
+		free(st.batch.v[i].detail);
 	}
-	st.nrows = 0;
-	st.bytes = 0;
+	st.batch.n = 0;
+	st.batch.bytes = 0;
 }
 
 static void
@@ -576,14 +790,14 @@ commit_rows(void)
 	int64_t now = now_ms();
 	int n = 0, rc = SQLITE_OK;
 
-	if (st.nrows == 0)
+	if (st.batch.n == 0)
 		return;
 	exec_or_fail("BEGIN IMMEDIATE");
 	exec_or_fail("SAVEPOINT batch");
-	for (size_t i = 0; i < st.nrows && rc == SQLITE_OK; i++) {
-		if (st.rows[i].quarantine || st.rows[i].discarded)
+	for (size_t i = 0; i < st.batch.n && rc == SQLITE_OK; i++) {
+		if (st.batch.v[i].quarantine || st.batch.v[i].discarded)
 			continue;
-		events[n++] = &st.rows[i];
+		events[n++] = &st.batch.v[i];
 		if (n == ROWS_PER_INSERT) {
 			rc = insert_chunk(events, n, now);
 			n = 0;
@@ -598,8 +812,8 @@ commit_rows(void)
 		 * one row at fault is quarantined and its neighbours still land. */
 		debugmsg("batch insert failed (%s); inserting row by row", sqlite3_errmsg(st.db));
 		exec_or_fail("ROLLBACK TO batch");
-		for (size_t i = 0; i < st.nrows; i++) {
-			struct row *r = &st.rows[i];
+		for (size_t i = 0; i < st.batch.n; i++) {
+			struct row *r = &st.batch.v[i];
 
 			if (r->quarantine || r->discarded)
 				continue;
@@ -619,8 +833,8 @@ commit_rows(void)
 		}
 	}
 	exec_or_fail("RELEASE batch");
-	for (size_t i = 0; i < st.nrows; i++) {
-		struct row *r = &st.rows[i];
+	for (size_t i = 0; i < st.batch.n; i++) {
+		struct row *r = &st.batch.v[i];
 
 		if (r->discarded) {
 			sqlite3_bind_text(st.discard, 1, r->event_type, -1, SQLITE_STATIC);
@@ -641,9 +855,9 @@ commit_rows(void)
 			fail(rc, "cannot coalesce");
 	}
 	exec_or_fail("COMMIT");
-	st.committed_line = st.rows[st.nrows - 1].lineno;
-	for (size_t i = 0; i < st.nrows; i++)
-		report_row(&st.rows[i]);
+	st.committed_line = st.batch.v[st.batch.n - 1].lineno;
+	for (size_t i = 0; i < st.batch.n; i++)
+		report_row(&st.batch.v[i]);
 	if (opt.report && fflush(stdout) != 0)
 		die(EXIT_IOERR, "cannot write standard output: %s", strerror(errno));
 	clear_rows();
@@ -704,6 +918,7 @@ main(int argc, char **argv)
 	};
 	struct line_reader in;
 	struct line line;
+	struct chunk *cur;
 	int c, status = EXIT_OK;
 
 	log_init(argv[0]);
@@ -745,36 +960,59 @@ main(int argc, char **argv)
 	prepare_statements();
 
 	line_reader_init(&in, STDIN_FILENO, opt.source, opt.max_bytes);
+	pool_start();
+	cur = chunk_new();
 	for (;;) {
 		int timeout = -1;
 		enum line_result lr;
 
-		if (st.nrows > 0) {
+		take_checked(0);
+		/* Memory stays bounded: wait for the oldest chunk when enough are out. */
+		while (in_flight() >= CHUNKS_IN_FLIGHT)
+			take_checked(1);
+		/* Input pausing: check what is here, and commit it within 200 ms. */
+		if (cur->nlines > 0 || in_flight() > 0)
+			timeout = 20;
+		if (st.batch.n > 0) {
 			int64_t left = COMMIT_EVERY_MS - (mono_ms() - st.first_row_at);
 
-			timeout = left > 0 ? (int)left : 0;
+			if (left <= 0) {
+				commit_rows();
+				continue;
+			}
+			if (timeout < 0 || left < timeout)
+				timeout = (int)left;
 		}
 		lr = line_next(&in, &line, timeout);
 		if (lr == LINE_TIMEOUT) {
-			commit_rows();
+			if (cur->nlines > 0) {
+				chunk_submit(cur);
+				cur = chunk_new();
+			}
 			continue;
 		}
 		if (lr == LINE_EOF)
 			break;
 		if (lr == LINE_ERROR) {
+			int err = errno;
+
+			chunk_submit(cur);
+			while (in_flight() > 0)
+				take_checked(1);
 			commit_rows();
 			die(EXIT_IOERR, "cannot read %s: %s; input up to line %lu is committed",
-			    opt.source, strerror(errno), st.committed_line);
+			    opt.source, strerror(err), st.committed_line);
 		}
-		if (lr == LINE_TOOLONG)
-			quarantine_row(new_row(line.lineno), line.data, line.len, -1, "too_long",
-			    fmt("line longer than %zu bytes (--max-bytes); its first %zu bytes are kept",
-			    opt.max_bytes, opt.max_bytes));
-		else
-			take_line(line.data, line.len, line.lineno);
-		if (st.nrows >= (size_t)opt.batch || st.bytes >= MAX_PENDING_BYTES)
-			commit_rows();
+		chunk_add(cur, &line, lr == LINE_TOOLONG);
+		if (cur->nlines >= CHUNK_LINES || cur->len >= CHUNK_BYTES) {
+			chunk_submit(cur);
+			cur = chunk_new();
+		}
 	}
+	chunk_submit(cur);
+	while (in_flight() > 0)
+		take_checked(1);
+	pool_stop();
 	commit_rows();
 	line_reader_free(&in);
 	db_close(st.db);
