@@ -104,6 +104,20 @@ deps:
 demo: deps all
 	@t/demo bin
 
+# Static analysis: cppcheck and clang-tidy with the committed configuration,
+# shellcheck on every script.
+lint: deps
+	@t/lint
+
+# libFuzzer harnesses in t/fuzz, each for FUZZ_SECONDS.
+FUZZ_SECONDS = 10
+fuzz: deps
+	@FUZZ_SECONDS=$(FUZZ_SECONDS) t/fuzz/run
+
+# A part of the suite under valgrind (t/valgrind says which).
+valgrind: deps
+	@t/valgrind
+
 # Figures as ratios against baselines run in the same invocation (bench/README).
 bench: deps all
 	@bench/run $(BINOUT)
@@ -125,4 +139,4 @@ clean:
 	rm -rf build
 	for p in $(PROGRAMS) $(SCRIPTS); do rm -f bin/$$p; done
 
-.PHONY: all check deps demo bench install uninstall clean
+.PHONY: all check deps demo bench lint fuzz valgrind install uninstall clean

@@ -163,7 +163,8 @@ scan_member_name(struct scan *s)
 static int
 scan_value(struct scan *s)
 {
-	char stack[128];
+	/* As deep as jansson goes (2048), so what one accepts the other does. */
+	char stack[2048];
 	int depth = 0;
 
 	skip_ws(s);

@@ -3,6 +3,7 @@
 #include "exitcode.h"
 
 #include <errno.h>
+#include <getopt.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,12 +15,16 @@ void
 log_init(const char *argv0)
 {
 	const char *slash = argv0 ? strrchr(argv0, '/') : NULL;
+	const char *verbose = getenv("SLUICE_VERBOSE");
 
 	if (argv0)
 		progname = slash ? slash + 1 : argv0;
+
 	signal(SIGXFSZ, SIG_IGN);
 	signal(SIGPIPE, SIG_IGN);
-	if (getenv("SLUICE_VERBOSE") && *getenv("SLUICE_VERBOSE") == '1')
+	/* Our usage_error says what is wrong, once; getopt's own line would repeat it. */
+	opterr = 0;
+	if (verbose && *verbose == '1')
 		log_verbose = 1;
 }
 
@@ -103,6 +108,14 @@ print_version(void)
 {
 	printf("%s %s\n", progname, SLUICE_VERSION);
 	exit(finish_stdout());
+}
+
+void
+option_error(const char *text, char **argv)
+{
+	/* getopt has just stepped over the word it did not take. */
+	usage_error(text, "unknown option, or one missing its value: %s",
+	    optind > 0 ? argv[optind - 1] : "?");
 }
 
 long long

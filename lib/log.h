@@ -36,6 +36,8 @@ _Noreturn void print_help(const char *text);
 _Noreturn void print_version(void);
 _Noreturn void usage_error(const char *text, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
+/* After getopt returned '?': names the word it did not take; exits 64. */
+_Noreturn void option_error(const char *text, char **argv);
 /* A whole number >= min given for option `name`, or a usage error. */
 long long number_arg(const char *text, const char *name, const char *arg, long long min);
 

@@ -18,6 +18,11 @@ line_reader_init(struct line_reader *r, int fd, const char *name, size_t limit)
 	r->fd = fd;
 	r->name = name;
 	r->limit = limit;
+	/* Allocated now, so no path ever does arithmetic on a null buffer. */
+	r->cap = READ_CHUNK * 2;
+	r->buf = malloc(r->cap);
+	if (!r->buf)
+		die(EXIT_SOFTWARE, "out of memory");
 }
 
 void

@@ -381,7 +381,8 @@ span_string(struct response *r, const struct json_member *m, struct str *out)
 	*out = (struct str){ m->value + 1, m->valuelen - 2, NULL };
 	return 1;
 decode:
-	if (!json_is_string(v = decode(r, m->value, m->valuelen, &err)))
+	v = decode(r, m->value, m->valuelen, &err);
+	if (!json_is_string(v)) /* a macro that evaluates its argument twice */
 		return 0;
 	*out = jstr(v);
 	return 1;
@@ -1101,7 +1102,7 @@ main(int argc, char **argv)
 		case 'm': opt.max_bytes = (size_t)number_arg(usage, "--max-bytes", optarg, 1); break;
 		case 'h': print_help(usage);
 		case 'V': print_version();
-		default: usage_error(usage, "unknown option");
+		default: option_error(usage, argv);
 		}
 	}
 	if (optind < argc)

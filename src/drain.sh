@@ -165,19 +165,24 @@ drain_target() {
 		summary=${out%pipestatus*}
 		summary=${summary%$'\n'}
 		[ -n "$summary" ] && printf '%s\n' "$summary"
-		if [ "${st[0]}" -ne 0 ]; then
-			rc=$(stage_failed "$t" select-undelivered "${st[0]}"); break
-		fi
-		if [ "${st[1]}" -ne 0 ] && [ "${st[1]}" -ne 65 ]; then
-			rc=$(stage_failed "$t" post-batch "${st[1]}"); break
+		# Last stage first: a stage that dies makes those before it fail
+		# writing to it, and those after it see an ordinary end of input.
+		s=${st[3]}
+		if [ "$s" -ne 0 ] && [ "$s" -ne 75 ] && [ "$s" -ne 65 ]; then
+			rc=$(stage_failed "$t" record-results "$s"); break
 		fi
 		if [ "${st[2]}" -ne 0 ] && [ "${st[2]}" -ne 65 ]; then
 			rc=$(stage_failed "$t" classify "${st[2]}"); break
 		fi
-		s=${st[3]}
+		if [ "${st[1]}" -ne 0 ] && [ "${st[1]}" -ne 65 ]; then
+			rc=$(stage_failed "$t" post-batch "${st[1]}"); break
+		fi
+		if [ "${st[0]}" -ne 0 ]; then
+			rc=$(stage_failed "$t" select-undelivered "${st[0]}"); break
+		fi
 		if [ "$s" -eq 75 ]; then
 			rc=75; break
-		elif [ "$s" -ne 0 ]; then
+		elif [ "$s" -eq 65 ]; then
 			rc=$(stage_failed "$t" record-results "$s"); break
 		fi
 		if [ "${st[1]}" -eq 65 ] || [ "${st[2]}" -eq 65 ]; then

@@ -451,7 +451,8 @@ chunk_add(struct chunk *c, const struct line *line, int toolong)
 		if (!c->text)
 			die(EXIT_SOFTWARE, "out of memory");
 	}
-	memcpy(c->text + c->len, line->data, line->len);
+	if (line->len > 0)
+		memcpy(c->text + c->len, line->data, line->len);
 	c->lines[c->nlines].off = c->len;
 	c->lines[c->nlines].len = line->len;
 	c->lines[c->nlines].lineno = line->lineno;
@@ -558,8 +559,10 @@ pool_stop(void)
 static _Noreturn void
 fail(int rc, const char *what)
 {
-	const char *msg = sqlite3_errmsg(st.db);
+	char msg[512];
 
+	/* The rollback replaces SQLite's message: keep the cause. */
+	snprintf(msg, sizeof msg, "%s", sqlite3_errmsg(st.db));
 	sqlite3_exec(st.db, "ROLLBACK", NULL, NULL, NULL);
 	if ((rc & 0xff) == SQLITE_BUSY)
 		die(EXIT_TEMPFAIL, "%s: journal %s is busy past the busy timeout; input up to "
@@ -574,7 +577,7 @@ exec_or_fail(const char *sql)
 	int rc = sqlite3_exec(st.db, sql, NULL, NULL, NULL);
 
 	if (rc != SQLITE_OK)
-		fail(rc, "journal-append");
+		fail(rc, "cannot write the journal");
 }
 
 /* INSERT of n rows; a taken event_id makes its row do nothing. */
@@ -942,7 +945,7 @@ main(int argc, char **argv)
 		case 'v': log_verbose = 1; break;
 		case 'h': print_help(usage);
 		case 'V': print_version();
-		default: usage_error(usage, "unknown option");
+		default: option_error(usage, argv);
 		}
 	}
 	if (optind < argc)

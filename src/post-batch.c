@@ -329,7 +329,7 @@ put_string(const char *s)
 		if (*p < 0x20 || *p == '"' || *p == '\\' || (unsigned char)*p >= 0x80)
 			break;
 	if (!*p) {
-		printf("\"%s\"", s);
+		fprintf(stdout, "\"%s\"", s);
 		return;
 	}
 	j = json_string(s);
@@ -352,10 +352,10 @@ body_string(void)
 
 		if (!copy)
 			die(EXIT_SOFTWARE, "out of memory");
-		for (size_t i = 0; i < n; i++) {
+		for (size_t i = 0; i < n && response.data; i++) {
 			unsigned char c = (unsigned char)response.data[i];
 
-			copy[i] = c >= 0x80 || c == 0 ? '?' : (char)c;
+			copy[i] = (char)(c >= 0x80 || c == 0 ? '?' : c);
 		}
 		s = json_stringn(copy, n);
 		free(copy);
@@ -370,34 +370,34 @@ emit_record(const struct event_ref *ev, size_t n, const struct reply *r, const c
 {
 	int answered = r && r->curl_code == CURLE_OK;
 
-	printf("{\"target\":\"%s\",\"format\":\"%s\",\"request\":", target.name, target.format);
+	fprintf(stdout, "{\"target\":\"%s\",\"format\":\"%s\",\"request\":", target.name, target.format);
 	if (r)
-		printf("%ld", requests);
+		fprintf(stdout, "%ld", requests);
 	else
 		fputs("null", stdout);
 	if (answered)
-		printf(",\"http_status\":%ld,\"transport_error\":null", r->http_status);
+		fprintf(stdout, ",\"http_status\":%ld,\"transport_error\":null", r->http_status);
 	else if (r) {
-		printf(",\"http_status\":null,\"transport_error\":{\"kind\":\"%s\",\"curl_code\":%d,"
+		fprintf(stdout, ",\"http_status\":null,\"transport_error\":{\"kind\":\"%s\",\"curl_code\":%d,"
 		    "\"message\":", transport_kind(r->curl_code), (int)r->curl_code);
 		put_string(r->curl_error);
-		putchar('}');
+		fputc('}', stdout);
 	} else {
 		fputs(",\"http_status\":null,\"transport_error\":null", stdout);
 	}
 	if (r)
-		printf(",\"elapsed_ms\":%" PRId64, r->elapsed_ms);
+		fprintf(stdout, ",\"elapsed_ms\":%" PRId64, r->elapsed_ms);
 	else
 		fputs(",\"elapsed_ms\":null", stdout);
 	if (r && r->retry_after_ms >= 0)
-		printf(",\"retry_after_ms\":%" PRId64, r->retry_after_ms);
+		fprintf(stdout, ",\"retry_after_ms\":%" PRId64, r->retry_after_ms);
 	else
 		fputs(",\"retry_after_ms\":null", stdout);
 	fputs(",\"events\":[", stdout);
 	for (size_t i = 0; i < n; i++) {
-		printf("%s{\"seq\":%" PRId64 ",\"event_id\":", i ? "," : "", ev[i].seq);
+		fprintf(stdout, "%s{\"seq\":%" PRId64 ",\"event_id\":", i ? "," : "", ev[i].seq);
 		put_string(ev[i].event_id);
-		putchar('}');
+		fputc('}', stdout);
 	}
 	fputs("],\"response\":", stdout);
 	if (!answered || response.len == 0) {
@@ -412,10 +412,10 @@ emit_record(const struct event_ref *ev, size_t n, const struct reply *r, const c
 	}
 	fputs(",\"note\":", stdout);
 	if (note)
-		printf("\"%s\"", note);
+		fprintf(stdout, "\"%s\"", note);
 	else
 		fputs("null", stdout);
-	if (puts("}") == EOF || fflush(stdout) != 0)
+	if (fputs("}\n", stdout) == EOF || fflush(stdout) != 0)
 		die(EXIT_IOERR, "cannot write standard output: %s", strerror(errno));
 }
 
@@ -634,7 +634,7 @@ main(int argc, char **argv)
 		case 'v': log_verbose = 1; break;
 		case 'h': print_help(usage);
 		case 'V': print_version();
-		default: usage_error(usage, "unknown option");
+		default: option_error(usage, argv);
 		}
 	}
 	if (!name)

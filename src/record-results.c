@@ -76,7 +76,7 @@ static struct {
 	sqlite3 *db;
 	struct target target;
 	char target_name_copy[65];
-	sqlite3_stmt *deliver, *attempts, *retry;
+	sqlite3_stmt *deliver, *attempts, *retry, *exists;
 	struct outcome *pending;
 	size_t npending, cap;
 	int64_t first_pending_at;
@@ -116,9 +116,13 @@ tx_commit(void)
 		return;
 	rc = sqlite3_exec(st.db, "COMMIT", NULL, NULL, NULL);
 	if (rc != SQLITE_OK) {
+		char why[512];
+
+		/* The rollback replaces SQLite's message: keep the cause. */
+		snprintf(why, sizeof why, "%s", sqlite3_errmsg(st.db));
 		sqlite3_exec(st.db, "ROLLBACK", NULL, NULL, NULL);
-		db_die(st.db, rc, "cannot commit outcomes (they were rolled back; a later drain resends"
-		    " those events and the receiver answers duplicate)");
+		die(db_exit_status(rc), "cannot commit outcomes: %s (they were rolled back; a later drain"
+		    " resends those events and the receiver answers duplicate)", why);
 	}
 	st.in_tx = 0;
 }
@@ -155,8 +159,15 @@ apply(const struct outcome *o, int64_t now, int *missing)
 		sqlite3_bind_int64(s, 5, now);
 		rc = step_done(s);
 		sqlite3_clear_bindings(s);
-		if (rc == SQLITE_OK && sqlite3_changes(st.db) == 0)
-			*missing = 1;
+		if (rc == SQLITE_OK && sqlite3_changes(st.db) == 0) {
+			/* Nothing changed: delivered already (a resend), or no such event. */
+			sqlite3_bind_int64(st.exists, 1, o->seq);
+			sqlite3_bind_text(st.exists, 2, o->event_id, -1, SQLITE_STATIC);
+			rc = sqlite3_step(st.exists);
+			*missing = rc == SQLITE_DONE;
+			sqlite3_reset(st.exists);
+			rc = rc == SQLITE_ROW || rc == SQLITE_DONE ? SQLITE_OK : rc;
+		}
 		return rc;
 	case S_REJECTED:
 	case S_PERMANENT: {
@@ -561,7 +572,7 @@ main(int argc, char **argv)
 		case 'q': quiet = 1; break;
 		case 'h': print_help(usage);
 		case 'V': print_version();
-		default: usage_error(usage, "unknown option");
+		default: option_error(usage, argv);
 		}
 	}
 	if (!name)
@@ -585,6 +596,7 @@ main(int argc, char **argv)
 	    " http_status = excluded.http_status, category = NULL, error = NULL,"
 	    " last_attempt_at = excluded.last_attempt_at, next_attempt_at = NULL,"
 	    " delivered_at = excluded.delivered_at WHERE state <> 'delivered'");
+	st.exists = db_prepare(st.db, "SELECT 1 FROM events WHERE seq = ? AND event_id = ?");
 	st.attempts = db_prepare(st.db,
 	    "SELECT coalesce(d.attempts, 0), d.state = 'delivered' FROM events e"
 	    " LEFT JOIN deliveries d ON d.target_id = ?1 AND d.event_seq = e.seq"

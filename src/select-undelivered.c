@@ -136,7 +136,7 @@ main(int argc, char **argv)
 		case 'q': quiet = 1; break;
 		case 'h': print_help(usage);
 		case 'V': print_version();
-		default: usage_error(usage, "unknown option");
+		default: option_error(usage, argv);
 		}
 	}
 	if (!name)

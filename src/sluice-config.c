@@ -54,7 +54,7 @@ main(int argc, char **argv)
 		case 'g': get = optarg; break;
 		case 'h': print_help(usage);
 		case 'V': print_version();
-		default: usage_error(usage, "unknown option");
+		default: option_error(usage, argv);
 		}
 	}
 	if (optind < argc)

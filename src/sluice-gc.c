@@ -164,7 +164,7 @@ main(int argc, char **argv)
 		case 'n': dry = 1; break;
 		case 'h': print_help(usage);
 		case 'V': print_version();
-		default: usage_error(usage, "unknown option");
+		default: option_error(usage, argv);
 		}
 	}
 	if (optind < argc)

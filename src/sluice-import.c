@@ -681,7 +681,7 @@ main(int argc, char **argv)
 		case O_ASSIGN: assign_to = optarg; break;
 		case 'h': print_help(usage);
 		case 'V': print_version();
-		default: usage_error(usage, "unknown option");
+		default: option_error(usage, argv);
 		}
 	}
 	if (conflicts || resolve_id || assign_to) {

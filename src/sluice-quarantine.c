@@ -73,7 +73,7 @@ raw_json(sqlite3_stmt *s, int col)
 
 		if (!hex)
 			die(EXIT_SOFTWARE, "out of memory");
-		for (int i = 0; i < n; i++)
+		for (int i = 0; raw && i < n; i++)
 			snprintf(hex + 2 * i, 3, "%02x", (unsigned char)raw[i]);
 		str = json_pack("{s:s}", "hex", hex);
 		free(hex);
@@ -109,7 +109,7 @@ main(int argc, char **argv)
 		case 'j': as_json = 1; break;
 		case 'h': print_help(usage);
 		case 'V': print_version();
-		default: usage_error(usage, "unknown option");
+		default: option_error(usage, argv);
 		}
 	}
 	if (optind >= argc)

@@ -77,7 +77,7 @@ main(int argc, char **argv)
 		case 'n': no_drain = 1; break;
 		case 'h': print_help(usage);
 		case 'V': print_version();
-		default: usage_error(usage, "unknown option");
+		default: option_error(usage, argv);
 		}
 	}
 	if (optind + 1 != argc)

@@ -749,8 +749,7 @@ out:
 	if (upload != copy)
 		temp_done(upload);
 	temp_done(copy);
-	if (curl)
-		store_free(&st);
+	store_free(&st);
 	free(st.headers);
 	json_decref(headers);
 	free(journal);
@@ -944,7 +943,7 @@ main(int argc, char **argv)
 		case O_INSECURE: insecure = 1; break;
 		case 'h': print_help(usage);
 		case 'V': print_version();
-		default: usage_error(usage, "unknown option");
+		default: option_error(usage, argv);
 		}
 	}
 	if (optind >= argc)

@@ -152,6 +152,8 @@ gather(struct target_status *ts)
 		json_object_set_new(ts->failed_categories,
 		    (const char *)sqlite3_column_text(failed_cats, 0),
 		    json_integer(sqlite3_column_int64(failed_cats, 1)));
+	if (rc != SQLITE_DONE)
+		db_die(db, rc, "cannot read the ledger");
 	sqlite3_reset(failed_cats);
 state:
 	if (!t->enabled)
@@ -543,7 +545,7 @@ main(int argc, char **argv)
 		case 'f': max_failed = number_arg(usage, "--max-failed", optarg, 0); break;
 		case 'h': print_help(usage);
 		case 'V': print_version();
-		default: usage_error(usage, "unknown option");
+		default: option_error(usage, argv);
 		}
 	}
 	if (optind < argc)

@@ -430,7 +430,7 @@ main(int argc, char **argv)
 		case O_KEEP: s.keep = number_arg(usage, "--keep", optarg, 0); break;
 		case 'h': print_help(usage);
 		case 'V': print_version();
-		default: usage_error(usage, "unknown option");
+		default: option_error(usage, argv);
 		}
 	}
 	if (optind >= argc)

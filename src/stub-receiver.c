@@ -617,7 +617,7 @@ add_event(struct conn *c, const char *raw, size_t len)
 	}
 	/* Reject rules first: with --reject-mode batch they decide the whole batch. */
 	for (int pass = 0; pass < 2; pass++)
-		for (int i = 0; i < opt.nrules && !e->rule; i++)
+		for (int i = 0; opt.rules && i < opt.nrules && !e->rule; i++)
 			if (opt.rules[i].permanent == pass &&
 			    rule_matches(&opt.rules[i], m, n, raw, len))
 				e->rule = &opt.rules[i];
@@ -1114,7 +1114,7 @@ collect_header(void *cls, enum MHD_ValueKind kind, const char *key, const char *
 		char *joined = xmalloc(a + b + 3);
 
 		memcpy(joined, json_string_value(old), a);
-		memcpy(joined + a, ", ", 2);
+		memcpy(joined + a, ", ", 2); /* NOLINT(bugprone-not-null-terminated-result): the next copy ends it */
 		memcpy(joined + a + 2, value, b + 1);
 		json_object_set_new(w->headers, name, json_text(joined));
 		free(joined);
@@ -1288,7 +1288,6 @@ finish_request(struct conn *c, struct MHD_Connection *mc, const char *url, const
 		warnmsg("cannot write the log: %s; stopping", strerror(errno));
 		atomic_store(&st.fatal, EXIT_IOERR);
 		answer_json(&a, 500, "{\"error\":\"cannot write the log\"}");
-		failed = 1;
 	}
 	pthread_mutex_unlock(&st.lock);
 	if (a.kind == ANSWER_HANG) {
@@ -1770,7 +1769,7 @@ main(int argc, char **argv)
 			break;
 		case 'h': print_help(usage);
 		case 'V': print_version();
-		default: usage_error(usage, "unknown option");
+		default: option_error(usage, argv);
 		}
 	}
 	if (optind < argc)
