@@ -100,7 +100,7 @@ gather_snapshot(struct target_status *ts)
 static void
 gather(struct target_status *ts)
 {
-	static sqlite3_stmt *states, *pending, *oldest_pending, *oldest_retrying, *failed_cats;
+	static sqlite3_stmt *states, *pending, *oldest_pending, *oldest_retrying;
 	struct target *t = &ts->t;
 	int rc;
 
@@ -110,27 +110,31 @@ gather(struct target_status *ts)
 		goto state;
 	}
 	if (!states) {
-		states = db_prepare(db, "SELECT state, count(*) FROM deliveries WHERE target_id = ?"
-		    " GROUP BY state");
+		/* One pass over the target's ledger gives every count and the
+		 * categories of the failures. */
+		states = db_prepare(db, "SELECT state, CASE WHEN state = 'failed' THEN"
+		    " coalesce(category, 'unknown') END, count(*) FROM deliveries WHERE target_id = ?"
+		    " GROUP BY 1, 2 ORDER BY 1, 2");
 		pending = db_prepare(db, "SELECT count(*) FROM events e WHERE" PENDING_WHERE);
 		oldest_pending = db_prepare(db, "SELECT e.appended_at FROM events e WHERE"
 		    PENDING_WHERE " ORDER BY e.seq LIMIT 1");
 		oldest_retrying = db_prepare(db, "SELECT min(e.appended_at) FROM deliveries d"
 		    " JOIN events e ON e.seq = d.event_seq WHERE d.target_id = ? AND d.state = 'retrying'");
-		failed_cats = db_prepare(db, "SELECT coalesce(category, 'unknown'), count(*)"
-		    " FROM deliveries WHERE target_id = ? AND state = 'failed' GROUP BY 1 ORDER BY 1");
 	}
 	sqlite3_bind_int64(states, 1, t->id);
 	while ((rc = sqlite3_step(states)) == SQLITE_ROW) {
 		const char *state = (const char *)sqlite3_column_text(states, 0);
-		int64_t n = sqlite3_column_int64(states, 1);
+		int64_t n = sqlite3_column_int64(states, 2);
 
-		if (strcmp(state, "delivered") == 0)
+		if (strcmp(state, "delivered") == 0) {
 			ts->delivered = n;
-		else if (strcmp(state, "retrying") == 0)
+		} else if (strcmp(state, "retrying") == 0) {
 			ts->retrying = n;
-		else if (strcmp(state, "failed") == 0)
-			ts->failed = n;
+		} else if (strcmp(state, "failed") == 0) {
+			ts->failed += n;
+			json_object_set_new(ts->failed_categories,
+			    (const char *)sqlite3_column_text(states, 1), json_integer(n));
+		}
 	}
 	if (rc != SQLITE_DONE)
 		db_die(db, rc, "cannot read the ledger");
@@ -147,14 +151,6 @@ gather(struct target_status *ts)
 		if (r && (!ts->oldest_undelivered_at || r < ts->oldest_undelivered_at))
 			ts->oldest_undelivered_at = r;
 	}
-	sqlite3_bind_int64(failed_cats, 1, t->id);
-	while ((rc = sqlite3_step(failed_cats)) == SQLITE_ROW)
-		json_object_set_new(ts->failed_categories,
-		    (const char *)sqlite3_column_text(failed_cats, 0),
-		    json_integer(sqlite3_column_int64(failed_cats, 1)));
-	if (rc != SQLITE_DONE)
-		db_die(db, rc, "cannot read the ledger");
-	sqlite3_reset(failed_cats);
 state:
 	if (!t->enabled)
 		ts->state = "disabled";
