@@ -590,7 +590,7 @@ insert_sql(char *sql, size_t size, int n)
 
 	for (int i = 0; i < n; i++)
 		off += (size_t)snprintf(sql + off, size - off, "%s(?,?,?,?,?,?)", i ? "," : "");
-	snprintf(sql + off, size - off, " ON CONFLICT(event_id) DO NOTHING RETURNING seq, event_id");
+	snprintf(sql + off, size - off, " ON CONFLICT(event_id) DO NOTHING");
 }
 
 static void
@@ -604,27 +604,14 @@ bind_row(sqlite3_stmt *s, int base, const struct row *r, int64_t now)
 	sqlite3_bind_int64(s, base + 6, now);
 }
 
-struct inserted {
-	int64_t seq;
-	char event_id[129];
-};
-
-static int
-cmp_seq(const void *a, const void *b)
-{
-	int64_t x = ((const struct inserted *)a)->seq, y = ((const struct inserted *)b)->seq;
-
-	return (x > y) - (x < y);
-}
-
 /* Inserts n event rows with one statement and marks the ones inserted; a row
  * whose event_id is taken is left for settle_existing(). Returns an SQLite code. */
 static int
 insert_chunk(struct row **rows, int n, int64_t now)
 {
 	sqlite3_stmt *s = n == ROWS_PER_INSERT ? st.insert_many : NULL;
-	struct inserted done[ROWS_PER_INSERT];
-	int ndone = 0, rc, j = 0;
+	int64_t last;
+	int rc, inserted;
 
 	if (!s) {
 		/* A short final chunk: a statement of its exact size. */
@@ -637,27 +624,44 @@ insert_chunk(struct row **rows, int n, int64_t now)
 	}
 	for (int i = 0; i < n; i++)
 		bind_row(s, i * 6, rows[i], now);
-	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-		done[ndone].seq = sqlite3_column_int64(s, 0);
-		snprintf(done[ndone].event_id, sizeof done[ndone].event_id, "%s",
-		    (const char *)sqlite3_column_text(s, 1));
-		ndone++;
-	}
+	rc = sqlite3_step(s);
+	inserted = sqlite3_changes(st.db);
+	last = sqlite3_last_insert_rowid(st.db);
 	sqlite3_reset(s);
 	sqlite3_clear_bindings(s);
 	if (s != st.insert_many)
 		sqlite3_finalize(s);
 	if (rc != SQLITE_DONE)
 		return rc;
-	/* Rows go in in VALUES order and take increasing seqs: sorted by seq, the
-	 * inserted ids follow the rows' order, skipping the ones that conflicted. */
-	qsort(done, (size_t)ndone, sizeof done[0], cmp_seq);
-	for (int i = 0; i < n && j < ndone; i++) {
-		if (strcmp(rows[i]->event_id, done[j].event_id) == 0) {
-			rows[i]->seq = done[j].seq;
+	if (inserted == n) {
+		/* The usual case: all new. They went in in VALUES order, and we hold
+		 * the write lock, so their seqs are the n up to the last one. */
+		for (int i = 0; i < n; i++) {
+			rows[i]->seq = last - n + 1 + i;
 			rows[i]->result = D_APPENDED;
-			j++;
 		}
+		return SQLITE_OK;
+	}
+	/* Some ids were taken: a lookup tells which rows went in (their seq is
+	 * one of the last `inserted` ones) and which are for settle_existing(). */
+	for (int i = 0; i < n; i++) {
+		int again = 0;
+
+		/* A second row with one id in the same statement never went in. */
+		for (int j = 0; j < i && !again; j++)
+			again = strcmp(rows[j]->event_id, rows[i]->event_id) == 0;
+		if (again)
+			continue;
+		sqlite3_bind_text(st.find, 1, rows[i]->event_id, -1, SQLITE_STATIC);
+		rc = sqlite3_step(st.find);
+		if (rc == SQLITE_ROW && sqlite3_column_int64(st.find, 0) > last - inserted &&
+		    sqlite3_column_int64(st.find, 0) <= last && inserted > 0) {
+			rows[i]->seq = sqlite3_column_int64(st.find, 0);
+			rows[i]->result = D_APPENDED;
+		}
+		sqlite3_reset(st.find);
+		if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+			return rc;
 	}
 	return SQLITE_OK;
 }
@@ -669,10 +673,9 @@ insert_one(struct row *r, int64_t now)
 
 	bind_row(st.insert_one, 0, r, now);
 	rc = sqlite3_step(st.insert_one);
-	if (rc == SQLITE_ROW) {
-		r->seq = sqlite3_column_int64(st.insert_one, 0);
+	if (rc == SQLITE_DONE && sqlite3_changes(st.db) == 1) {
+		r->seq = sqlite3_last_insert_rowid(st.db);
 		r->result = D_APPENDED;
-		rc = sqlite3_step(st.insert_one);
 	}
 	sqlite3_reset(st.insert_one);
 	sqlite3_clear_bindings(st.insert_one);
