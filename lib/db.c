@@ -163,6 +163,12 @@ static const char *const migrations[] = {
 	"ALTER TABLE deliveries_v4 RENAME TO deliveries;"
 	"CREATE INDEX deliveries_due ON deliveries(target_id, next_attempt_at)"
 	"  WHERE state = 'retrying';",
+	/* 4 -> 5: only events not yet superseded in the coalescing index, so that
+	 * superseding is one lookup however long a key's history grows (the old
+	 * index held the whole chain, and each new event walked it). */
+	"DROP INDEX events_coalesce;"
+	"CREATE INDEX events_coalesce ON events(coalesce_key, seq)"
+	"  WHERE coalesce_key IS NOT NULL AND superseded_by IS NULL;",
 };
 
 #define NMIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))

@@ -234,6 +234,42 @@ quarantine_row(struct rows *list, struct row *r, const char *data, size_t len, i
 	list->bytes += len;
 }
 
+/* --- jansson's memory in the checking threads ---
+ *
+ * A checked line's tree lives only while take_line() runs, and allocating
+ * and freeing its nodes one by one was a third of a checker's time. So in a
+ * checking thread jansson allocates from an arena of that thread's, emptied
+ * after each line; what does not fit, and every other thread, uses malloc.
+ */
+
+#define ARENA_BYTES (4u << 20)
+
+static _Thread_local struct {
+	char *base;
+	size_t used;
+} arena;
+
+static void *
+arena_alloc(size_t n)
+{
+	n = (n + 15) & ~(size_t)15;
+	if (arena.base && arena.used + n <= ARENA_BYTES) {
+		void *p = arena.base + arena.used;
+
+		arena.used += n;
+		return p;
+	}
+	return malloc(n);
+}
+
+static void
+arena_free(void *p)
+{
+	if (arena.base && (char *)p >= arena.base && (char *)p < arena.base + ARENA_BYTES)
+		return;
+	free(p);
+}
+
 /* The key --coalesce-key names: the JSON array of those fields' values, or
  * NULL when one of them is missing (such an event is not coalesced). */
 static char *
@@ -249,7 +285,13 @@ build_coalesce_key(json_t *event)
 			goto out;
 		json_array_append(values, v);
 	}
-	key = json_dumps(values, JSON_COMPACT | JSON_SORT_KEYS);
+	{
+		/* jansson's string lives in this line's arena: keep a copy of our own. */
+		char *text = json_dumps(values, JSON_COMPACT | JSON_SORT_KEYS);
+
+		key = xstrdup(text);
+		arena_free(text);
+	}
 out:
 	json_decref(values);
 	return key;
@@ -270,6 +312,7 @@ take_line(struct rows *list, const char *data, size_t len, unsigned long lineno)
 		;
 	if (i == len)
 		return; /* empty line */
+	arena.used = 0; /* the last line's tree is gone: its arena is free again */
 	r = new_row(list, lineno);
 
 	if ((nul = memchr(data, '\0', len)) != NULL) {
@@ -404,6 +447,7 @@ static void *
 checker(void *unused)
 {
 	(void)unused;
+	arena.base = malloc(ARENA_BYTES);
 	pthread_mutex_lock(&pool.lock);
 	for (;;) {
 		struct chunk *c;
@@ -423,6 +467,8 @@ checker(void *unused)
 		pthread_cond_broadcast(&pool.done);
 	}
 	pthread_mutex_unlock(&pool.lock);
+	free(arena.base);
+	arena.base = NULL;
 	return NULL;
 }
 
@@ -538,6 +584,7 @@ pool_start(void)
 {
 	/* jansson seeds its hash function once; do it before the threads race to. */
 	json_object_seed(0);
+	json_set_alloc_funcs(arena_alloc, arena_free);
 	for (int i = 0; i < CHECKERS; i++)
 		if (pthread_create(&pool.threads[i], NULL, checker, NULL) != 0)
 			die(EXIT_SOFTWARE, "cannot start a thread: %s", strerror(errno));

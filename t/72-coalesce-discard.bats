@@ -45,6 +45,9 @@ load stub
 	echo '{"event_id":"a","coalesce_key":"k"}' | journal-append -q
 	plan=$(sqlite3 "$SLUICE_DB" "explain query plan UPDATE events SET superseded_by = 9 WHERE coalesce_key = 'k' AND seq < 9 AND superseded_by IS NULL")
 	[[ "$plan" == *"USING INDEX events_coalesce"* ]]
+	# and the index holds only the events not yet superseded: one live event
+	# per key, however long the key's history
+	[[ "$(sql "select sql from sqlite_schema where name = 'events_coalesce'")" == *"superseded_by IS NULL"* ]]
 }
 
 @test "discarded types are not journaled but counted, in --report and in status" {
