@@ -89,7 +89,8 @@ if [ ! -e "$db" ]; then
 	exit 66
 fi
 lockdir="$db-locks"
-if [ ! -d "$lockdir" ] && ! mkdir -m 700 "$lockdir"; then
+# Two drains may start at once: whoever creates it, it is there.
+if ! mkdir -m 700 "$lockdir" 2>/dev/null && [ ! -d "$lockdir" ]; then
 	warn "cannot create the lock directory $lockdir"
 	exit 73
 fi
