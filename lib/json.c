@@ -1,5 +1,6 @@
 /* json.c - see json.h */
 #include "json.h"
+#include "clock.h"
 #include "exitcode.h"
 #include "log.h"
 
@@ -38,6 +39,20 @@ int
 json_write(FILE *f, const json_t *value)
 {
 	return json_dumpf(value, f, JSON_COMPACT | JSON_ENCODE_ANY);
+}
+
+json_t *
+json_text_or_null(const char *s)
+{
+	return s ? json_string(s) : json_null();
+}
+
+json_t *
+json_time_or_null(int64_t ms)
+{
+	char buf[32];
+
+	return ms ? json_string(format_time(ms, buf)) : json_null();
 }
 
 const char *

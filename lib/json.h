@@ -26,6 +26,10 @@ json_t *json_get_path(json_t *obj, const char *dotted);
 char *json_canonical(const json_t *value);
 /* Writes value compactly (keys in insertion order) to f. */
 int json_write(FILE *f, const json_t *value);
+/* A string, or null for NULL. */
+json_t *json_text_or_null(const char *s);
+/* A time (format_time), or null for 0 (never). */
+json_t *json_time_or_null(int64_t ms);
 /* String member or NULL. */
 const char *json_str(const json_t *obj, const char *key);
 /* Integer member, dflt when missing or not an integer. */

@@ -163,19 +163,6 @@ state:
 		ts->state = "ok";
 }
 
-static json_t *
-time_json(int64_t ms)
-{
-	char buf[32];
-
-	return ms ? json_string(format_time(ms, buf)) : json_null();
-}
-
-static json_t *
-text_json(const char *s)
-{
-	return s ? json_string(s) : json_null();
-}
 
 static const char *
 state_key(const char *state)
@@ -191,7 +178,7 @@ print_json(FILE *out, const char *path, json_t *journal, struct target_status *t
 
 	json_object_set_new(journal, "path", json_string(path));
 	json_object_set_new(doc, "journal", journal);
-	json_object_set_new(doc, "now", time_json(now));
+	json_object_set_new(doc, "now", json_time_or_null(now));
 	for (size_t i = 0; i < n; i++) {
 		struct target *t = &ts[i].t;
 		json_t *o = json_object();
@@ -207,25 +194,25 @@ print_json(FILE *out, const char *path, json_t *journal, struct target_status *t
 		json_object_set_new(o, "retrying", json_integer(ts[i].retrying));
 		json_object_set_new(o, "failed", json_integer(ts[i].failed));
 		json_object_set_new(o, "failed_categories", json_incref(ts[i].failed_categories));
-		json_object_set_new(o, "oldest_pending_at", time_json(ts[i].oldest_undelivered_at));
+		json_object_set_new(o, "oldest_pending_at", json_time_or_null(ts[i].oldest_undelivered_at));
 		json_object_set_new(o, "oldest_pending_seconds", ts[i].oldest_undelivered_at ?
 		    json_integer((now - ts[i].oldest_undelivered_at) / 1000) : json_null());
 		json_object_set_new(o, "consecutive_failures", json_integer(t->consecutive_failures));
-		json_object_set_new(o, "failing_since", time_json(t->failing_since));
-		json_object_set_new(o, "next_attempt_at", time_json(t->next_attempt_at));
-		json_object_set_new(o, "last_attempt_at", time_json(t->last_attempt_at));
-		json_object_set_new(o, "last_success_at", time_json(t->last_success_at));
-		json_object_set_new(o, "last_category", text_json(t->last_category));
-		json_object_set_new(o, "last_error", text_json(t->last_error));
+		json_object_set_new(o, "failing_since", json_time_or_null(t->failing_since));
+		json_object_set_new(o, "next_attempt_at", json_time_or_null(t->next_attempt_at));
+		json_object_set_new(o, "last_attempt_at", json_time_or_null(t->last_attempt_at));
+		json_object_set_new(o, "last_success_at", json_time_or_null(t->last_success_at));
+		json_object_set_new(o, "last_category", json_text_or_null(t->last_category));
+		json_object_set_new(o, "last_error", json_text_or_null(t->last_error));
 		json_object_set_new(o, "last_http_status", t->last_http_status ?
 		    json_integer(t->last_http_status) : json_null());
 		json_object_set_new(o, "last_categories", cats ? cats : json_object());
 		json_object_set_new(o, "kind", json_string(TARGET_IS_SNAPSHOT(t) ? "snapshot" : "events"));
 		if (TARGET_IS_SNAPSHOT(t))
 			json_object_set_new(o, "snapshot", json_pack("{s:o, s:I, s:o, s:I, s:I}",
-			    "last_key", text_json(ts[i].snapshot_key),
+			    "last_key", json_text_or_null(ts[i].snapshot_key),
 			    "last_seq", (json_int_t)ts[i].snapshot_seq,
-			    "last_at", time_json(ts[i].snapshot_at),
+			    "last_at", json_time_or_null(ts[i].snapshot_at),
 			    "lag_events", (json_int_t)ts[i].lag_events,
 			    "lag_seconds", (json_int_t)(ts[i].lag_ms / 1000)));
 		json_array_append_new(targets, o);

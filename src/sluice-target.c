@@ -153,19 +153,6 @@ check_settings(const struct settings *s)
 		die(EXIT_CONFIG, "--insecure and --cacert contradict each other");
 }
 
-static json_t *
-time_or_null(int64_t ms)
-{
-	char buf[32];
-
-	return ms ? json_string(format_time(ms, buf)) : json_null();
-}
-
-static json_t *
-str_or_null(const char *s)
-{
-	return s ? json_string(s) : json_null();
-}
 
 static void
 print_json_target(const struct target *t)
@@ -177,34 +164,34 @@ print_json_target(const struct target *t)
 	json_object_set_new(o, "name", json_string(t->name));
 	json_object_set_new(o, "url", json_string(t->url));
 	json_object_set_new(o, "format", json_string(t->format));
-	json_object_set_new(o, "auth_env", str_or_null(t->auth_env));
-	json_object_set_new(o, "auth_file", str_or_null(t->auth_file));
+	json_object_set_new(o, "auth_env", json_text_or_null(t->auth_env));
+	json_object_set_new(o, "auth_file", json_text_or_null(t->auth_file));
 	json_object_set_new(o, "batch_events", json_integer(t->batch_events));
 	json_object_set_new(o, "batch_bytes", json_integer(t->batch_bytes));
 	json_object_set_new(o, "max_event_bytes", json_integer(t->max_event_bytes));
 	json_object_set_new(o, "timeout_ms", json_integer(t->timeout_ms));
 	json_object_set_new(o, "gzip", json_boolean(t->gzip));
 	json_object_set_new(o, "headers", headers ? headers : json_array());
-	json_object_set_new(o, "cacert", str_or_null(t->cacert));
+	json_object_set_new(o, "cacert", json_text_or_null(t->cacert));
 	json_object_set_new(o, "insecure", json_boolean(t->insecure));
 	json_object_set_new(o, "max_rejections", json_integer(t->max_rejections));
 	json_object_set_new(o, "enabled", json_boolean(t->enabled));
 	json_object_set_new(o, "cursor_seq", json_integer(t->cursor_seq));
 	json_object_set_new(o, "consecutive_failures", json_integer(t->consecutive_failures));
-	json_object_set_new(o, "failing_since", time_or_null(t->failing_since));
-	json_object_set_new(o, "next_attempt_at", time_or_null(t->next_attempt_at));
-	json_object_set_new(o, "last_attempt_at", time_or_null(t->last_attempt_at));
-	json_object_set_new(o, "last_success_at", time_or_null(t->last_success_at));
-	json_object_set_new(o, "last_category", str_or_null(t->last_category));
-	json_object_set_new(o, "last_error", str_or_null(t->last_error));
+	json_object_set_new(o, "failing_since", json_time_or_null(t->failing_since));
+	json_object_set_new(o, "next_attempt_at", json_time_or_null(t->next_attempt_at));
+	json_object_set_new(o, "last_attempt_at", json_time_or_null(t->last_attempt_at));
+	json_object_set_new(o, "last_success_at", json_time_or_null(t->last_success_at));
+	json_object_set_new(o, "last_category", json_text_or_null(t->last_category));
+	json_object_set_new(o, "last_error", json_text_or_null(t->last_error));
 	json_object_set_new(o, "last_http_status", t->last_http_status ?
 	    json_integer(t->last_http_status) : json_null());
 	json_object_set_new(o, "last_categories", cats ? cats : json_object());
-	json_object_set_new(o, "created_at", time_or_null(t->created_at));
+	json_object_set_new(o, "created_at", json_time_or_null(t->created_at));
 	if (TARGET_IS_SNAPSHOT(t)) {
-		json_object_set_new(o, "s3_region", str_or_null(t->s3_region));
-		json_object_set_new(o, "s3_access_env", str_or_null(t->s3_access_env));
-		json_object_set_new(o, "s3_secret_env", str_or_null(t->s3_secret_env));
+		json_object_set_new(o, "s3_region", json_text_or_null(t->s3_region));
+		json_object_set_new(o, "s3_access_env", json_text_or_null(t->s3_access_env));
+		json_object_set_new(o, "s3_secret_env", json_text_or_null(t->s3_secret_env));
 		json_object_set_new(o, "min_interval_ms", json_integer(t->min_interval_ms));
 		json_object_set_new(o, "keep", json_integer(t->keep_snapshots));
 	}
