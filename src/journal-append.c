@@ -120,6 +120,8 @@ static struct {
 	sqlite3_stmt *insert_many, *insert_one, *find, *discard;
 	struct rows batch;          /* checked, not yet committed, in input order */
 	int64_t first_row_at;       /* monotonic ms of the oldest uncommitted row */
+	int progress;               /* stderr is a terminal: show how far it is */
+	int64_t started, last_progress;
 	unsigned long committed_line; /* every input line up to here is durable */
 	unsigned long appended, duplicates, quarantined, discarded;
 } st;
@@ -914,6 +916,13 @@ commit_rows(void)
 	if (opt.report && fflush(stdout) != 0)
 		die(EXIT_IOERR, "cannot write standard output: %s", strerror(errno));
 	clear_rows();
+	if (st.progress && mono_ms() - st.last_progress >= 250) {
+		int64_t ms = mono_ms() - st.started;
+
+		st.last_progress = mono_ms();
+		fprintf(stderr, "\r%s: line %lu, %lu appended, %lld lines/s\033[K", progname,
+		    st.committed_line, st.appended, ms > 0 ? (long long)st.committed_line * 1000 / ms : 0);
+	}
 }
 
 static void
@@ -1013,6 +1022,8 @@ main(int argc, char **argv)
 	prepare_statements();
 
 	line_reader_init(&in, STDIN_FILENO, opt.source, opt.max_bytes);
+	st.progress = !opt.quiet && isatty(STDERR_FILENO);
+	st.started = st.last_progress = mono_ms();
 	pool_start();
 	cur = chunk_new();
 	for (;;) {
@@ -1069,6 +1080,8 @@ main(int argc, char **argv)
 	commit_rows();
 	line_reader_free(&in);
 	db_close(st.db);
+	if (st.progress && st.committed_line > 0)
+		fprintf(stderr, "\r\033[K");
 	if (!opt.quiet && st.discarded)
 		warnmsg("%lu appended, %lu duplicate, %lu quarantined, %lu discarded", st.appended,
 		    st.duplicates, st.quarantined, st.discarded);
