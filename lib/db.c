@@ -169,6 +169,13 @@ static const char *const migrations[] = {
 	"DROP INDEX events_coalesce;"
 	"CREATE INDEX events_coalesce ON events(coalesce_key, seq)"
 	"  WHERE coalesce_key IS NOT NULL AND superseded_by IS NULL;",
+	/* 5 -> 6: a target's retrying events in seq order, carrying every
+	 * column the selection reads (state too, or SQLite reads the ledger row
+	 * to test it), so that it takes due retries in order and stops at its
+	 * limit instead of sorting every due one after a ledger lookup each.
+	 * deliveries_due still answers "when is the earliest due". */
+	"CREATE INDEX deliveries_retrying ON deliveries(target_id, event_seq, next_attempt_at,"
+	"  attempts, state) WHERE state = 'retrying';",
 };
 
 #define NMIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))

@@ -11,7 +11,7 @@
 #include <sqlite3.h>
 #include <stdint.h>
 
-#define SCHEMA_VERSION 5
+#define SCHEMA_VERSION 6
 #define SLUICE_APPLICATION_ID 0x534c4345 /* "SLCE" */
 
 enum db_mode {

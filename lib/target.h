@@ -39,12 +39,15 @@ char *target_token(const struct target *t);
  * The one definition of "pending": event e has never been tried for the
  * target (id ?1, cursor ?2, name ?3), is not superseded, still has its
  * payload, and is meant for every target or for this one. Every event at or
- * below the cursor has a ledger row, or is not wanted, or was gc'd.
+ * below the cursor has a ledger row, or is not wanted, or was gc'd. Above
+ * the target's highest ledger row there is nothing to look up: the newest
+ * events, the usual pending ones, cost no ledger lookup each.
  */
 #define PENDING_WHERE \
 	" e.seq > ?2 AND e.superseded_by IS NULL AND e.payload IS NOT NULL" \
 	" AND (e.route IS NULL OR e.route = ?3)" \
-	" AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.target_id = ?1 AND d.event_seq = e.seq)"
+	" AND (e.seq > (SELECT max(x.event_seq) FROM deliveries x WHERE x.target_id = ?1)" \
+	" OR NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.target_id = ?1 AND d.event_seq = e.seq))"
 
 /* Binds ?1, ?2 and ?3 of PENDING_WHERE. */
 void target_bind_pending(sqlite3_stmt *s, const struct target *t);

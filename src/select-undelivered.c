@@ -185,9 +185,9 @@ main(int argc, char **argv)
 	sqlite3_bind_int64(pending, 4, limit);
 	retrying = db_prepare(db,
 	    "SELECT d.event_seq, e.event_id, d.attempts, e.payload"
-	    " FROM deliveries d JOIN events e ON e.seq = d.event_seq"
+	    " FROM deliveries d INDEXED BY deliveries_retrying JOIN events e ON e.seq = d.event_seq"
 	    " WHERE d.target_id = ?1 AND d.state = 'retrying' AND d.next_attempt_at <= ?2"
-	    " AND e.payload IS NOT NULL ORDER BY +d.event_seq LIMIT ?3");
+	    " AND e.payload IS NOT NULL ORDER BY d.event_seq LIMIT ?3");
 	sqlite3_bind_int64(retrying, 1, target.id);
 	sqlite3_bind_int64(retrying, 2, now);
 	sqlite3_bind_int64(retrying, 3, limit);

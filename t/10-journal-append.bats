@@ -231,6 +231,18 @@ load helper
 	echo "$stderr" | grep -q 'schema version 99 is newer'
 }
 
+@test "a journal from the previous schema version is brought up to date, nothing lost" {
+	events 3 | journal-append -q
+	v=$(sql 'pragma user_version')
+	# version 5 lacked the ledger's seq-ordered index of retries
+	sqlite3 "$SLUICE_DB" 'drop index deliveries_retrying; pragma user_version = 5'
+	target_add prod
+	[ "$(sql 'pragma user_version')" = "$v" ]
+	[ "$(sql "select count(*) from sqlite_master where name = 'deliveries_retrying'")" = 1 ]
+	run -0 select-undelivered -t prod
+	[ "$(echo "$output" | jq -r .seq | paste -sd,)" = "1,2,3" ]
+}
+
 @test "a file that is not a journal is refused" {
 	echo 'hello' > "$SLUICE_DB"
 	run -74 --separate-stderr journal-append <<< '{"event_id":"x"}'

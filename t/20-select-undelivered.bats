@@ -39,6 +39,28 @@ load helper
 	[ "$(echo "$output" | jq -r '.seq' | paste -sd,)" = "3,4,6" ]
 }
 
+
+@test "due retries, waiting retries and untried events mixed: the first --limit due ones, in seq order" {
+	events 12 | journal-append -q
+	target_add prod
+	id=$(sql "select id from targets where name='prod'")
+	now=1800000000000
+	# ledger rows out of order above the cursor: 2 and 9 delivered, retries
+	# due at 4, 7 and 11, waiting at 3 and 8; the rest were never tried
+	sqlite3 "$SLUICE_DB" "
+		insert into deliveries(target_id, event_seq, state, attempts) values ($id, 9, 'delivered', 0), ($id, 2, 'delivered', 0);
+		insert into deliveries(target_id, event_seq, state, attempts, next_attempt_at) values
+		  ($id, 4, 'retrying', 1, $((now - 5))), ($id, 7, 'retrying', 3, $now), ($id, 11, 'retrying', 2, 1),
+		  ($id, 3, 'retrying', 1, $((now + 1))), ($id, 8, 'retrying', 1, $((now + 60000)));"
+	SLUICE_NOW=$now run -0 select-undelivered -t prod
+	[ "$(echo "$output" | jq -r '"\(.seq):\(.attempt)"' | paste -sd,)" = "1:0,4:1,5:0,6:0,7:3,10:0,11:2,12:0" ]
+	SLUICE_NOW=$now run -0 select-undelivered -t prod --limit 4
+	[ "$(echo "$output" | jq -r '.seq' | paste -sd,)" = "1,4,5,6" ]
+	# a ledger row for the newest event leaves the ones below it pending
+	sqlite3 "$SLUICE_DB" "insert into deliveries(target_id, event_seq, state, attempts) values ($id, 12, 'delivered', 0)"
+	SLUICE_NOW=$((now + 60000)) run -0 select-undelivered -t prod
+	[ "$(echo "$output" | jq -r '.seq' | paste -sd,)" = "1,3,4,5,6,7,8,10,11" ]
+}
 @test "prints nothing while the target backs off, unless --ignore-backoff" {
 	events 3 | journal-append -q
 	target_add prod
