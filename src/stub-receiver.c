@@ -27,6 +27,11 @@
  * that shape a verdict (missing, unknown-status, accepted, warning,
  * 400:details...) go through the token check, the size check and parsing.
  *
+ * With --accept-put DIR it is also a plain object store, for snapshot targets
+ * without S3: a PUT stores its body as DIR/<path> (written aside, then
+ * renamed into place), a GET answers it, a DELETE removes it; the script and
+ * the token apply to these requests as to a POST.
+ *
  * Benchmarks drain millions of events through this server, so per-event work
  * is kept small: bodies are split into raw spans by the scanner in json.h,
  * nothing but event_id is decoded, and a --reject-when/--permanent-when rule
@@ -35,11 +40,13 @@
 #define _GNU_SOURCE /* memmem, POLLRDHUP */
 #define ZLIB_CONST
 #include "clock.h"
+#include "db.h"
 #include "exitcode.h"
 #include "json.h"
 #include "log.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <limits.h>
@@ -55,6 +62,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -64,7 +72,7 @@ static const char usage[] =
 "                     [--script SPEC] [--reject-when KEY=VALUE]... [--permanent-when KEY=VALUE]...\n"
 "                     [--reject-mode event|batch] [--max-body BYTES]\n"
 "                     [--token-env VAR | --token-file F] [--tls-cert F --tls-key F]\n"
-"                     [--exit-after SECONDS]\n"
+"                     [--exit-after SECONDS] [--accept-put DIR]\n"
 "\n"
 "Receive batches of events over HTTP on 127.0.0.1, deduplicate them by event_id\n"
 "and answer per event, or fail as scripted.\n"
@@ -86,6 +94,8 @@ static const char usage[] =
 "      --tls-cert F         serve HTTPS with this PEM certificate (with --tls-key)\n"
 "      --tls-key F          the PEM private key for --tls-cert\n"
 "      --exit-after SECONDS stop by itself after this long (also 90s, 5m)\n"
+"      --accept-put DIR     also be a plain object store: PUT /PATH stores the body\n"
+"                           as DIR/PATH, GET answers it, DELETE removes it\n"
 "  -h, --help               this help\n"
 "  -V, --version            print the version\n"
 "\n"
@@ -95,7 +105,8 @@ static const char usage[] =
 "accepted warning.\n"
 "\n"
 "Exit: 0 stopped by a signal or --exit-after, 64 usage, 66 cannot read a token,\n"
-"certificate or key file, 69 cannot listen or no TLS support, 70 internal error,\n"
+"certificate or key file, or no --accept-put directory, 69 cannot listen or no TLS\n"
+"support, 70 internal error,\n"
 "74 cannot write a log, the port file or stdout, 78 the token is empty.\n";
 
 #define WORKER_THREADS 4
@@ -171,6 +182,7 @@ static struct {
 	long port;
 	const char *port_file, *log_path, *request_log_path, *token_env, *token_file;
 	const char *tls_cert, *tls_key;
+	char *put_dir;
 	int print_port, reject_batch;
 	size_t max_body;
 	int64_t exit_after_ms;
@@ -457,7 +469,7 @@ struct conn {
 };
 
 /* What a request is answered. */
-enum answer_kind { ANSWER_BODY, ANSWER_HANG, ANSWER_CLOSE, ANSWER_DROP };
+enum answer_kind { ANSWER_BODY, ANSWER_HANG, ANSWER_CLOSE, ANSWER_DROP, ANSWER_FILE };
 
 struct answer {
 	enum answer_kind kind;
@@ -467,6 +479,8 @@ struct answer {
 	size_t len;
 	long retry_after;
 	int retry_after_date;
+	int fd;                 /* ANSWER_FILE: its body, len bytes; sending closes it */
+	char etag[64];
 };
 
 static void
@@ -1203,6 +1217,8 @@ send_answer(struct MHD_Connection *mc, const struct answer *a)
 		return MHD_NO;
 	if (a->kind == ANSWER_CLOSE)
 		r = MHD_create_response_from_callback(4096, 64, read_then_fail, NULL, NULL);
+	else if (a->kind == ANSWER_FILE)
+		r = MHD_create_response_from_fd(a->len, a->fd); /* closes it when done */
 	else
 		r = MHD_create_response_from_buffer(a->len, (void *)(uintptr_t)a->body,
 		    MHD_RESPMEM_MUST_COPY);
@@ -1213,7 +1229,10 @@ send_answer(struct MHD_Connection *mc, const struct answer *a)
 	else if (a->kind == ANSWER_CLOSE)
 		MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
 	if (a->status == 405)
-		MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, "POST");
+		MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW,
+		    opt.put_dir ? "POST, PUT, GET, DELETE" : "POST");
+	if (a->etag[0])
+		MHD_add_response_header(r, MHD_HTTP_HEADER_ETAG, a->etag);
 	if (a->retry_after >= 0) {
 		char value[64];
 
@@ -1228,6 +1247,127 @@ send_answer(struct MHD_Connection *mc, const struct answer *a)
 	return rc;
 }
 
+/* --- --accept-put: a plain object store in a directory --- */
+
+/* DIR/PATH for a request path of non-empty segments that do not start with a
+ * dot, so that it names nothing outside DIR and no file being written; NULL
+ * for any other path. */
+static char *
+object_path(const char *url)
+{
+	size_t dirlen = strlen(opt.put_dir), n = strlen(url);
+	const char *p = url;
+	char *path;
+
+	if (*p != '/')
+		return NULL;
+	while (*p == '/') {
+		p++;
+		if (*p == '.' || *p == '/' || *p == '\0')
+			return NULL;
+		for (; *p && *p != '/'; p++)
+			if ((unsigned char)*p < 0x20 || *p == 0x7f)
+				return NULL;
+	}
+	path = xmalloc(dirlen + n + 1);
+	memcpy(path, opt.put_dir, dirlen);
+	memcpy(path + dirlen, url, n + 1);
+	return path;
+}
+
+static void
+object_etag(const struct stat *sb, char *out, size_t size)
+{
+	snprintf(out, size, "\"%llx-%llx%09ld\"", (unsigned long long)sb->st_size,
+	    (unsigned long long)sb->st_mtim.tv_sec, (long)sb->st_mtim.tv_nsec);
+}
+
+/* Writes the body aside in the object's directory, then renames it into
+ * place: a reader sees the old object or the new one, never a part. */
+static int
+object_store(const char *path, const struct buf *body, uint64_t seq)
+{
+	const char *slash = strrchr(path, '/');
+	size_t tmpsize = strlen(path) + 48, off = 0;
+	char *tmp = xmalloc(tmpsize);
+	int fd, rc = -1, saved;
+
+	snprintf(tmp, tmpsize, "%.*s/.put-%" PRIu64 "-%ld", (int)(slash - path), path, seq,
+	    (long)getpid());
+	if (make_private_dirs(path) != 0 ||
+	    (fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600)) < 0)
+		goto out;
+	while (off < body->len) {
+		ssize_t n = write(fd, body->p + off, body->len - off);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		off += (size_t)n;
+	}
+	saved = off == body->len ? 0 : errno ? errno : EIO;
+	if (close(fd) != 0 && !saved)
+		saved = errno;
+	if (!saved && rename(tmp, path) == 0)
+		rc = 0;
+	else
+		errno = saved ? saved : errno;
+out:
+	saved = errno;
+	if (rc != 0)
+		unlink(tmp);
+	free(tmp);
+	errno = saved;
+	return rc;
+}
+
+static void
+answer_object(struct conn *c, const char *method, const char *url, uint64_t seq,
+    struct answer *a)
+{
+	char *path = object_path(url);
+	struct stat sb;
+	int fd;
+
+	if (!path) {
+		answer_json(a, 400, "{\"error\":\"an object path is /SEGMENT[/SEGMENT...], "
+		    "no segment empty or starting with a dot\"}");
+	} else if (strcmp(method, MHD_HTTP_METHOD_GET) == 0) {
+		fd = open(path, O_RDONLY | O_CLOEXEC);
+		if (fd < 0 || fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+			if (fd >= 0)
+				close(fd);
+			answer_json(a, 404, "{\"error\":\"no such object\"}");
+		} else {
+			a->kind = ANSWER_FILE;
+			a->status = 200;
+			a->fd = fd;
+			a->len = (size_t)sb.st_size;
+			a->content_type = "application/octet-stream";
+			object_etag(&sb, a->etag, sizeof a->etag);
+		}
+	} else if (strcmp(method, MHD_HTTP_METHOD_DELETE) == 0) {
+		/* As S3 does: 204 whether or not there was one. */
+		if (unlink(path) != 0 && errno != ENOENT) {
+			warnmsg("cannot remove %s: %s", path, strerror(errno));
+			answer_json(a, 500, "{\"error\":\"cannot remove the object\"}");
+		} else {
+			answer_json(a, 204, "");
+			a->content_type = NULL;
+		}
+	} else if (object_store(path, &c->body, seq) != 0) {
+		warnmsg("cannot store %s: %s", path, strerror(errno));
+		answer_json(a, 500, "{\"error\":\"cannot store the object\"}");
+	} else {
+		answer_json(a, 200, "");
+		a->content_type = NULL;
+		if (stat(path, &sb) == 0)
+			object_etag(&sb, a->etag, sizeof a->etag);
+	}
+	free(path);
+}
+
 /* The whole request is in: decide, record, log, answer. */
 static enum MHD_Result
 finish_request(struct conn *c, struct MHD_Connection *mc, const char *url, const char *method)
@@ -1238,27 +1378,31 @@ finish_request(struct conn *c, struct MHD_Connection *mc, const char *url, const
 	long events = -1;
 	uint64_t seq;
 	int post = strcmp(method, MHD_HTTP_METHOD_POST) == 0, failed = 0;
+	int object = opt.put_dir && (strcmp(method, MHD_HTTP_METHOD_PUT) == 0 ||
+	    strcmp(method, MHD_HTTP_METHOD_GET) == 0 || strcmp(method, MHD_HTTP_METHOD_DELETE) == 0);
 
 	pthread_mutex_lock(&st.lock);
 	seq = ++st.requests;
-	if (post)
+	if (post || object)
 		s = next_step();
 	pthread_mutex_unlock(&st.lock);
 
-	if (!post) {
+	if (!post && !object) {
 		answer_json(&a, 405, "{\"error\":\"method not allowed\"}");
 	} else if (answers_alone(s)) {
 		/* Counted for the request log only; not processed. */
-		if (!c->too_large && read_body(c, mc, &f, &a) == 0)
+		if (post && !c->too_large && read_body(c, mc, &f, &a) == 0)
 			events = (long)c->nevents;
 		a = (struct answer){ .retry_after = -1 };
 		answer_step(s, &a);
 	} else if (!authorized(mc)) {
-		if (!c->too_large && read_body(c, mc, &f, &a) == 0)
+		if (post && !c->too_large && read_body(c, mc, &f, &a) == 0)
 			events = (long)c->nevents; /* counted, not processed */
 		answer_json(&a, 401, "{\"error\":\"unauthorized\"}");
 	} else if (c->too_large) {
 		answer_json(&a, 413, "{\"error\":\"payload too large\"}");
+	} else if (object) {
+		answer_object(c, method, url, seq, &a);
 	} else if (read_body(c, mc, &f, &a) == 0) {
 		int matched = 0;
 
@@ -1626,6 +1770,7 @@ free_options(void)
 	}
 	free(opt.rules);
 	free(opt.steps);
+	free(opt.put_dir);
 	free(st.token);
 }
 
@@ -1691,7 +1836,7 @@ main(int argc, char **argv)
 	enum {
 		O_PORT = 256, O_PORT_FILE, O_PRINT_PORT, O_LOG, O_REQUEST_LOG, O_SCRIPT,
 		O_REJECT_WHEN, O_PERMANENT_WHEN, O_REJECT_MODE, O_MAX_BODY, O_TOKEN_ENV,
-		O_TOKEN_FILE, O_TLS_CERT, O_TLS_KEY, O_EXIT_AFTER
+		O_TOKEN_FILE, O_TLS_CERT, O_TLS_KEY, O_EXIT_AFTER, O_ACCEPT_PUT
 	};
 	static const struct option longopts[] = {
 		{ "port", required_argument, NULL, O_PORT },
@@ -1709,6 +1854,7 @@ main(int argc, char **argv)
 		{ "tls-cert", required_argument, NULL, O_TLS_CERT },
 		{ "tls-key", required_argument, NULL, O_TLS_KEY },
 		{ "exit-after", required_argument, NULL, O_EXIT_AFTER },
+		{ "accept-put", required_argument, NULL, O_ACCEPT_PUT },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 }
@@ -1767,6 +1913,10 @@ main(int argc, char **argv)
 				usage_error(usage, "--exit-after must be a duration > 0 (300, 90s, 5m), "
 				    "not '%s'", optarg);
 			break;
+		case O_ACCEPT_PUT:
+			free(opt.put_dir);
+			opt.put_dir = xstrndup(optarg, strlen(optarg));
+			break;
 		case 'h': print_help(usage);
 		case 'V': print_version();
 		default: option_error(usage, argv);
@@ -1774,6 +1924,17 @@ main(int argc, char **argv)
 	}
 	if (optind < argc)
 		usage_error(usage, "unexpected argument '%s'", argv[optind]);
+	if (opt.put_dir) {
+		struct stat sb;
+		size_t n = strlen(opt.put_dir);
+
+		if (stat(opt.put_dir, &sb) != 0)
+			die(EXIT_NOINPUT, "--accept-put %s: %s", opt.put_dir, strerror(errno));
+		if (!S_ISDIR(sb.st_mode))
+			die(EXIT_NOINPUT, "--accept-put %s: not a directory", opt.put_dir);
+		while (n > 1 && opt.put_dir[n - 1] == '/')
+			opt.put_dir[--n] = '\0'; /* DIR/ and DIR name the same objects */
+	}
 	if (opt.port < 0)
 		usage_error(usage, "--port is required (0 picks a free port)");
 	if (opt.token_env && opt.token_file)

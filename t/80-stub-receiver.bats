@@ -555,6 +555,74 @@ reqlog() {
 	stub_stop
 }
 
+@test "--accept-put: PUT stores the body as sent, GET answers it, DELETE removes it" {
+	mkdir store
+	stub_start --accept-put "$PWD/store/" --request-log "$BATS_TEST_TMPDIR/requests.ndjson"
+	base=http://127.0.0.1:$STUB_PORT
+	head -c 100000 /dev/urandom > object.bin
+	run -0 curl -sS -o /dev/null -D headers -w '%{http_code}' -T object.bin "$base/bucket/a/b/x.db"
+	[ "$output" = 200 ]
+	grep -qi '^etag: "' headers
+	cmp object.bin store/bucket/a/b/x.db
+	[ "$(stat -c %a store/bucket/a)" = 700 ]
+	# a second PUT replaces it; nothing is left beside it
+	printf 'new' | curl -sS -f -T - "$base/bucket/a/b/x.db"
+	[ "$(cat store/bucket/a/b/x.db)" = new ]
+	[ "$(ls -A store/bucket/a/b)" = x.db ]
+	run -0 curl -sS -w '\n%{http_code}' "$base/bucket/a/b/x.db"
+	[ "$output" = $'new\n200' ]
+	run -0 curl -sS -o /dev/null -w '%{http_code}' "$base/bucket/a/b/none"
+	[ "$output" = 404 ]
+	run -0 curl -sS -o /dev/null -w '%{http_code}' -X DELETE "$base/bucket/a/b/x.db"
+	[ "$output" = 204 ]
+	[ ! -e store/bucket/a/b/x.db ]
+	run -0 curl -sS -o /dev/null -w '%{http_code}' -X DELETE "$base/bucket/a/b/x.db"
+	[ "$output" = 204 ]
+	# no way out of the directory, and nothing in it named by a dot segment
+	for path in /bucket/../../etc/x /bucket/.hidden /bucket//x /bucket/x/ /; do
+		run -0 curl -sS --path-as-is -o /dev/null -w '%{http_code}' -X PUT --data-binary @object.bin "$base$path"
+		[ "$output" = 400 ]
+	done
+	[ -z "$(find store -name x -o -name .hidden)" ]
+	# POST still receives events
+	post '{"events":[{"event_id":"p1"}]}'
+	[ "$code" = 200 ]
+	stub_stop
+	[ "$(jq -r '"\(.method) \(.status)"' "$BATS_TEST_TMPDIR/requests.ndjson" | head -n 7 | paste -sd,)" = \
+	  "PUT 200,PUT 200,GET 200,GET 404,DELETE 204,DELETE 204,PUT 400" ]
+}
+
+@test "--accept-put: the script, the token and --max-body apply to PUT, GET and DELETE" {
+	mkdir store
+	echo 's3cret' > token
+	stub_start --accept-put store --token-file token --max-body 10 --script 503,ok,401
+	base=http://127.0.0.1:$STUB_PORT
+	auth=(-H 'Authorization: Bearer s3cret')
+	run -0 curl -sS -o /dev/null -w '%{http_code}' "${auth[@]}" -T token "$base/o"
+	[ "$output" = 503 ]
+	run -0 curl -sS -o /dev/null -w '%{http_code}' -T token "$base/o"
+	[ "$output" = 401 ]
+	run -0 curl -sS -o /dev/null -w '%{http_code}' "${auth[@]}" "$base/o"
+	[ "$output" = 401 ]
+	[ ! -e store/o ]
+	run -0 curl -sS -o /dev/null -w '%{http_code}' "${auth[@]}" -T token "$base/o"
+	[ "$output" = 200 ]
+	head -c 11 /dev/zero > big
+	run -0 curl -sS -o /dev/null -w '%{http_code}' "${auth[@]}" -T big "$base/big"
+	[ "$output" = 413 ]
+	[ ! -e store/big ]
+	[ "$(cat store/o)" = s3cret ]
+	stub_stop
+	# other methods still get a 405
+	stub_start --accept-put store
+	run -0 curl -sS -o /dev/null -D headers -w '%{http_code}' -X PATCH "http://127.0.0.1:$STUB_PORT/o"
+	[ "$output" = 405 ]
+	grep -qi '^allow: POST, PUT, GET, DELETE' headers
+	stub_stop
+	run -66 --separate-stderr stub-receiver --port 0 --accept-put "$PWD/none"
+	[ "$stderr" = "stub-receiver: fatal: --accept-put $PWD/none: No such file or directory" ]
+}
+
 @test "TLS with a self-signed certificate" {
 	command -v openssl > /dev/null || skip "no openssl"
 	openssl req -x509 -newkey rsa:2048 -nodes -keyout key.pem -out cert.pem -days 2 \
