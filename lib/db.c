@@ -175,7 +175,16 @@ static const char *const migrations[] = {
 	 * limit instead of sorting every due one after a ledger lookup each.
 	 * deliveries_due still answers "when is the earliest due". */
 	"CREATE INDEX deliveries_retrying ON deliveries(target_id, event_seq, next_attempt_at,"
-	"  attempts, state) WHERE state = 'retrying';",
+	"  attempts, state) WHERE state = 'retrying';"
+	/* ... and what status counts, each a small partial index, so that it
+	 * never scans the journal or a target's whole ledger: failures by
+	 * category, gc'd payloads, superseded events, routed (imported) ones.
+	 * Delivered is then the target's ledger rows less the others. */
+	"CREATE INDEX deliveries_failed ON deliveries(target_id, category, state)"
+	"  WHERE state = 'failed';"
+	"CREATE INDEX events_gone ON events(seq) WHERE payload IS NULL;"
+	"CREATE INDEX events_superseded ON events(superseded_by) WHERE superseded_by IS NOT NULL;"
+	"CREATE INDEX events_routed ON events(route) WHERE route IS NOT NULL;",
 };
 
 #define NMIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))

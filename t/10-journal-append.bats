@@ -234,11 +234,13 @@ load helper
 @test "a journal from the previous schema version is brought up to date, nothing lost" {
 	events 3 | journal-append -q
 	v=$(sql 'pragma user_version')
-	# version 5 lacked the ledger's seq-ordered index of retries
-	sqlite3 "$SLUICE_DB" 'drop index deliveries_retrying; pragma user_version = 5'
+	# version 5 lacked the indexes that selection and status read
+	v6="'deliveries_retrying','deliveries_failed','events_gone','events_superseded','events_routed'"
+	sqlite3 "$SLUICE_DB" "$(sql "select group_concat('drop index ' || name, ';') from sqlite_master where name in ($v6)"); pragma user_version = 5"
+	[ "$(sql "select count(*) from sqlite_master where name in ($v6)")" = 0 ]
 	target_add prod
 	[ "$(sql 'pragma user_version')" = "$v" ]
-	[ "$(sql "select count(*) from sqlite_master where name = 'deliveries_retrying'")" = 1 ]
+	[ "$(sql "select count(*) from sqlite_master where name in ($v6)")" = 5 ]
 	run -0 select-undelivered -t prod
 	[ "$(echo "$output" | jq -r .seq | paste -sd,)" = "1,2,3" ]
 }

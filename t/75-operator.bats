@@ -42,6 +42,25 @@ known_state() {
 	stub_stop
 }
 
+@test "status counts gc'd, superseded and routed events, and failures by category, unknown included" {
+	events 8 | journal-append -q
+	target_add prod
+	id=$(sql "select id from targets where name='prod'")
+	sqlite3 "$SLUICE_DB" "
+		update events set payload = null where seq in (1, 2);
+		update events set superseded_by = 8 where seq = 7;
+		update events set route = '?' where seq = 6;
+		insert into deliveries(target_id, event_seq, state, attempts, category) values
+		  ($id, 1, 'delivered', 0, null), ($id, 2, 'delivered', 0, null),
+		  ($id, 3, 'failed', 10, 'validation'), ($id, 4, 'failed', 1, null),
+		  ($id, 5, 'retrying', 1, 'validation');"
+	run -0 sluice status --json
+	[ "$(echo "$output" | jq -c '.journal | {events, retained, superseded, unknown_target}')" = \
+	  '{"events":8,"retained":6,"superseded":1,"unknown_target":1}' ]
+	[ "$(echo "$output" | jq -c '.targets[0] | {delivered, pending, retrying, failed, failed_categories}')" = \
+	  '{"delivered":2,"pending":1,"retrying":1,"failed":2,"failed_categories":{"unknown":1,"validation":1}}' ]
+}
+
 @test "status for people: one row per target, the failing one explained, no colour when piped" {
 	known_state
 	SLUICE_NOW=$((NOW + 3500)) run -0 --separate-stderr sluice status
