@@ -311,7 +311,7 @@ request(const struct store *s, const char *method, const char *key, FILE *file, 
     const char *file_sha256, const char *buf, size_t buflen, const char *content_type,
     struct response *r)
 {
-	char url[8192], line[20100], hash[65];
+	char url[8192], line[20100], hash[65], *escaped;
 	struct curl_slist *headers = NULL;
 	struct upload up = { buf, buflen, 0 };
 	curl_off_t retry = 0;
@@ -322,7 +322,13 @@ request(const struct store *s, const char *method, const char *key, FILE *file, 
 	r->error[0] = '\0';
 	r->retry_after_ms = -1;
 	r->len = 0;
-	snprintf(url, sizeof url, "%s/%s", s->prefix, key);
+	/* A key is one path segment: the journal's file name may hold spaces
+	 * or '%', which go into the URL escaped. */
+	escaped = curl_easy_escape(curl, key, 0);
+	if (!escaped)
+		die(EXIT_SOFTWARE, "out of memory");
+	snprintf(url, sizeof url, "%s/%s", s->prefix, escaped);
+	curl_free(escaped);
 	curl_easy_reset(curl);
 	curl_easy_setopt(curl, CURLOPT_URL, url);
 	curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);

@@ -319,3 +319,18 @@ JS
 	[ -z "$(find "$BATS_TEST_TMPDIR" -maxdepth 1 -name '.sluice-snapshot*')" ]
 	s3_stop
 }
+
+@test "a journal whose name holds a space and a % sign: its keys are escaped in URLs, kept as names" {
+	s3_start
+	export SLUICE_DB="$BATS_TEST_TMPDIR/my journal%1.db"
+	events 3 | journal-append -q
+	add_s3_target
+	run -0 --separate-stderr drain
+	[ "$(s3_objects | grep -c '^my journal%1-.*-3\.db$')" = 1 ]
+	s3_objects | grep -qx 'my journal%1.latest.json'
+	run -0 sluice snapshot list s3 --json
+	[[ "$(echo "$output" | jq -r .key)" == "my journal%1-"*"-3.db" ]]
+	run -0 --separate-stderr sluice snapshot restore s3 --to "$BATS_TEST_TMPDIR/r.db"
+	diff <(sqlite3 r.db 'select seq, event_id, payload from events') <(sqlite3 "$SLUICE_DB" 'select seq, event_id, payload from events')
+	s3_stop
+}
