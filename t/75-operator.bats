@@ -228,8 +228,10 @@ known_state() {
 }
 
 @test "emit with a dead target: exit 0, the events are safe, one warning" {
+	# a generous --drain-timeout: these are about what emit does, not how fast
+	# (under valgrind a drain takes seconds); the timeout has its own test
 	target_add prod http://127.0.0.1:9/x
-	run -0 --separate-stderr sluice emit <<< "$(events 3)"
+	run -0 --separate-stderr sluice emit --drain-timeout 60s <<< "$(events 3)"
 	[ "$(sql 'select count(*) from events')" = 3 ]
 	[[ "$stderr" =~ "sluice: prod is failing since "[0-9][0-9]:[0-9][0-9]" UTC (connection); run 'sluice retry prod'" ]]
 	[ "$(echo "$stderr" | wc -l)" = 1 ]
@@ -238,17 +240,17 @@ known_state() {
 @test "emit with a healthy target sends just the new events; nothing due, no request" {
 	stub_start --request-log "$BATS_TEST_TMPDIR/req.log"
 	target_add prod "$STUB_URL"
-	run -0 --separate-stderr sluice emit <<< "$(events 3)"
+	run -0 --separate-stderr sluice emit --drain-timeout 60s <<< "$(events 3)"
 	[ -z "$stderr" ]
 	[ "$(jq -r 'select(.status=="success") | .event.event_id' "$STUB_LOG" | paste -sd,)" = "e-1,e-2,e-3" ]
-	run -0 --separate-stderr sluice emit <<< "$(events 2 more)"
+	run -0 --separate-stderr sluice emit --drain-timeout 60s <<< "$(events 2 more)"
 	[ "$(jq -r 'select(.status=="success") | .event.event_id' "$STUB_LOG" | paste -sd,)" = "e-1,e-2,e-3,more-1,more-2" ]
 	requests=$(wc -l < req.log)
 	# nothing new (a duplicate line appends nothing): no request at all
-	run -0 --separate-stderr sluice emit <<< "$(events 1 more)"
+	run -0 --separate-stderr sluice emit --drain-timeout 60s <<< "$(events 1 more)"
 	[ "$(wc -l < req.log)" = "$requests" ]
 	# quarantined input: the exit status says so
-	run -65 --separate-stderr sluice emit <<< 'not json'
+	run -65 --separate-stderr sluice emit --drain-timeout 60s <<< 'not json'
 	[[ "$stderr" == *"quarantined (invalid_json)"* ]]
 	stub_stop
 }
