@@ -1278,7 +1278,7 @@ object_path(const char *url)
 static void
 object_etag(const struct stat *sb, char *out, size_t size)
 {
-	snprintf(out, size, "\"%llx-%llx%09ld\"", (unsigned long long)sb->st_size,
+	snprintf(out, size, "\"%llx-%llx.%09ld\"", (unsigned long long)sb->st_size,
 	    (unsigned long long)sb->st_mtim.tv_sec, (long)sb->st_mtim.tv_nsec);
 }
 
