@@ -247,6 +247,21 @@ db_exec(sqlite3 *db, const char *sql)
 		db_die(db, rc, "journal");
 }
 
+int
+db_exec_id(sqlite3 *db, const char *sql, int64_t id, const char *what)
+{
+	sqlite3_stmt *st = db_prepare(db, sql);
+	int rc, changed;
+
+	sqlite3_bind_int64(st, 1, id);
+	rc = sqlite3_step(st);
+	changed = sqlite3_changes(db);
+	sqlite3_finalize(st);
+	if (rc != SQLITE_DONE)
+		db_die(db, rc, what);
+	return changed;
+}
+
 int64_t
 db_int(sqlite3 *db, const char *sql, int64_t dflt)
 {

@@ -41,6 +41,10 @@ void db_exec(sqlite3 *db, const char *sql);
 /* Runs SQL without results; returns the SQLite code instead of dying. */
 int db_try_exec(sqlite3 *db, const char *sql);
 
+/* Runs SQL without results whose one parameter is id (a target's, say);
+ * dies with `what` on failure. Returns the number of rows changed. */
+int db_exec_id(sqlite3 *db, const char *sql, int64_t id, const char *what);
+
 /* Steps a statement expected to return one integer row (or none: dflt). */
 int64_t db_int(sqlite3 *db, const char *sql, int64_t dflt);
 

@@ -3,6 +3,7 @@
 #include "backoff.h"
 #include "db.h"
 #include "exitcode.h"
+#include "json.h"
 #include "log.h"
 
 #include <errno.h>
@@ -209,4 +210,21 @@ target_free(struct target *t)
 	free(t->s3_access_env);
 	free(t->s3_secret_env);
 	memset(t, 0, sizeof *t);
+}
+
+void
+target_state_to_json(json_t *o, const struct target *t)
+{
+	json_t *cats = t->last_categories ? json_loads(t->last_categories, 0, NULL) : NULL;
+
+	json_object_set_new(o, "consecutive_failures", json_integer(t->consecutive_failures));
+	json_object_set_new(o, "failing_since", json_time_or_null(t->failing_since));
+	json_object_set_new(o, "next_attempt_at", json_time_or_null(t->next_attempt_at));
+	json_object_set_new(o, "last_attempt_at", json_time_or_null(t->last_attempt_at));
+	json_object_set_new(o, "last_success_at", json_time_or_null(t->last_success_at));
+	json_object_set_new(o, "last_category", json_text_or_null(t->last_category));
+	json_object_set_new(o, "last_error", json_text_or_null(t->last_error));
+	json_object_set_new(o, "last_http_status", t->last_http_status ?
+	    json_integer(t->last_http_status) : json_null());
+	json_object_set_new(o, "last_categories", cats ? cats : json_object());
 }

@@ -4,6 +4,7 @@
 #ifndef SLUICE_TARGET_H
 #define SLUICE_TARGET_H
 
+#include <jansson.h>
 #include <sqlite3.h>
 #include <stdint.h>
 
@@ -60,6 +61,12 @@ void target_record_success(sqlite3 *db, int64_t id, int64_t now);
  * time of the next attempt. */
 int64_t target_record_failure(sqlite3 *db, int64_t id, int64_t failures_before, int64_t now,
     const char *category, const char *error, int64_t http_status, int64_t retry_after_ms);
+
+/* Adds the target's delivery state to a JSON object, as `target show --json`
+ * and `status --json` both print it: consecutive_failures, failing_since,
+ * next/last attempt, last success, the last error and the last run's
+ * category counts. */
+void target_state_to_json(json_t *o, const struct target *t);
 
 /* Target names are [a-z0-9_-]{1,64}: safe in file names, SQL and shells. */
 int target_name_valid(const char *name);

@@ -117,11 +117,8 @@ main(int argc, char **argv)
 		return finish_stdout();
 	}
 
-	s = db_prepare(db, "UPDATE targets SET next_attempt_at = NULL WHERE id = ?");
-	sqlite3_bind_int64(s, 1, t.id);
-	if (sqlite3_step(s) != SQLITE_DONE)
-		db_die(db, sqlite3_errcode(db), "cannot clear the backoff");
-	sqlite3_finalize(s);
+	db_exec_id(db, "UPDATE targets SET next_attempt_at = NULL WHERE id = ?", t.id,
+	    "cannot clear the backoff");
 	s = db_prepare(db, "UPDATE deliveries SET next_attempt_at = ?2"
 	    " WHERE target_id = ?1 AND state = 'retrying' AND next_attempt_at > ?2");
 	sqlite3_bind_int64(s, 1, t.id);

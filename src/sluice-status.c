@@ -183,7 +183,6 @@ print_json(FILE *out, const char *path, json_t *journal, struct target_status *t
 	for (size_t i = 0; i < n; i++) {
 		struct target *t = &ts[i].t;
 		json_t *o = json_object();
-		json_t *cats = t->last_categories ? json_loads(t->last_categories, 0, NULL) : NULL;
 
 		json_object_set_new(o, "name", json_string(t->name));
 		json_object_set_new(o, "url", json_string(t->url));
@@ -198,16 +197,7 @@ print_json(FILE *out, const char *path, json_t *journal, struct target_status *t
 		json_object_set_new(o, "oldest_pending_at", json_time_or_null(ts[i].oldest_undelivered_at));
 		json_object_set_new(o, "oldest_pending_seconds", ts[i].oldest_undelivered_at ?
 		    json_integer((now - ts[i].oldest_undelivered_at) / 1000) : json_null());
-		json_object_set_new(o, "consecutive_failures", json_integer(t->consecutive_failures));
-		json_object_set_new(o, "failing_since", json_time_or_null(t->failing_since));
-		json_object_set_new(o, "next_attempt_at", json_time_or_null(t->next_attempt_at));
-		json_object_set_new(o, "last_attempt_at", json_time_or_null(t->last_attempt_at));
-		json_object_set_new(o, "last_success_at", json_time_or_null(t->last_success_at));
-		json_object_set_new(o, "last_category", json_text_or_null(t->last_category));
-		json_object_set_new(o, "last_error", json_text_or_null(t->last_error));
-		json_object_set_new(o, "last_http_status", t->last_http_status ?
-		    json_integer(t->last_http_status) : json_null());
-		json_object_set_new(o, "last_categories", cats ? cats : json_object());
+		target_state_to_json(o, t);
 		json_object_set_new(o, "kind", json_string(TARGET_IS_SNAPSHOT(t) ? "snapshot" : "events"));
 		if (TARGET_IS_SNAPSHOT(t))
 			json_object_set_new(o, "snapshot", json_pack("{s:o, s:I, s:o, s:I, s:I}",

@@ -158,7 +158,6 @@ static void
 print_json_target(const struct target *t)
 {
 	json_t *headers = json_loads(t->headers ? t->headers : "[]", 0, NULL);
-	json_t *cats = t->last_categories ? json_loads(t->last_categories, 0, NULL) : NULL;
 	json_t *o = json_object();
 
 	json_object_set_new(o, "name", json_string(t->name));
@@ -177,16 +176,7 @@ print_json_target(const struct target *t)
 	json_object_set_new(o, "max_rejections", json_integer(t->max_rejections));
 	json_object_set_new(o, "enabled", json_boolean(t->enabled));
 	json_object_set_new(o, "cursor_seq", json_integer(t->cursor_seq));
-	json_object_set_new(o, "consecutive_failures", json_integer(t->consecutive_failures));
-	json_object_set_new(o, "failing_since", json_time_or_null(t->failing_since));
-	json_object_set_new(o, "next_attempt_at", json_time_or_null(t->next_attempt_at));
-	json_object_set_new(o, "last_attempt_at", json_time_or_null(t->last_attempt_at));
-	json_object_set_new(o, "last_success_at", json_time_or_null(t->last_success_at));
-	json_object_set_new(o, "last_category", json_text_or_null(t->last_category));
-	json_object_set_new(o, "last_error", json_text_or_null(t->last_error));
-	json_object_set_new(o, "last_http_status", t->last_http_status ?
-	    json_integer(t->last_http_status) : json_null());
-	json_object_set_new(o, "last_categories", cats ? cats : json_object());
+	target_state_to_json(o, t);
 	json_object_set_new(o, "created_at", json_time_or_null(t->created_at));
 	if (TARGET_IS_SNAPSHOT(t)) {
 		json_object_set_new(o, "s3_region", json_text_or_null(t->s3_region));
@@ -515,13 +505,9 @@ main(int argc, char **argv)
 		db = open_journal(db_flag, DB_MUST_EXIST);
 		db_exec(db, "BEGIN IMMEDIATE");
 		target_load_or_die(db, args[0], &t);
-		st = db_prepare(db, "DELETE FROM deliveries WHERE target_id = ?");
-		sqlite3_bind_int64(st, 1, t.id);
-		if (sqlite3_step(st) != SQLITE_DONE)
-			db_die(db, sqlite3_errcode(db), "cannot remove target");
 		warnmsg("removed target %s and its %d ledger rows; no event was touched", t.name,
-		    sqlite3_changes(db));
-		sqlite3_finalize(st);
+		    db_exec_id(db, "DELETE FROM deliveries WHERE target_id = ?", t.id,
+		    "cannot remove target"));
 		/* Events imported for it are not lost with it: they wait for an
 		 * unknown target again (sluice import --assign). */
 		st = db_prepare(db, "UPDATE events SET route = '?' WHERE route = ?");
@@ -532,20 +518,9 @@ main(int argc, char **argv)
 			warnmsg("%d events meant for %s only now wait for an unknown target "
 			    "(sluice import --assign NAME)", sqlite3_changes(db), t.name);
 		sqlite3_finalize(st);
-		st = db_prepare(db, "DELETE FROM snapshots WHERE target_id = ?");
-		sqlite3_bind_int64(st, 1, t.id);
-		if (sqlite3_step(st) != SQLITE_DONE)
-			db_die(db, sqlite3_errcode(db), "cannot remove target");
-		sqlite3_finalize(st);
-		st = db_prepare(db, "DELETE FROM runs WHERE target_id = ?");
-		sqlite3_bind_int64(st, 1, t.id);
-		sqlite3_step(st);
-		sqlite3_finalize(st);
-		st = db_prepare(db, "DELETE FROM targets WHERE id = ?");
-		sqlite3_bind_int64(st, 1, t.id);
-		if (sqlite3_step(st) != SQLITE_DONE)
-			db_die(db, sqlite3_errcode(db), "cannot remove target");
-		sqlite3_finalize(st);
+		db_exec_id(db, "DELETE FROM snapshots WHERE target_id = ?", t.id, "cannot remove target");
+		db_exec_id(db, "DELETE FROM runs WHERE target_id = ?", t.id, "cannot remove target");
+		db_exec_id(db, "DELETE FROM targets WHERE id = ?", t.id, "cannot remove target");
 		db_exec(db, "COMMIT");
 		target_free(&t);
 	} else if (strcmp(cmd, "enable") == 0 || strcmp(cmd, "disable") == 0) {
