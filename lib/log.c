@@ -150,3 +150,39 @@ usage_error(const char *text, const char *fmt, ...)
 		fprintf(stderr, "Try '%s --help' for more information.\n", progname);
 	exit(EXIT_USAGE);
 }
+
+void *
+xmalloc(size_t n)
+{
+	void *p = malloc(n ? n : 1);
+
+	if (!p)
+		die(EXIT_SOFTWARE, "out of memory");
+	return p;
+}
+
+void *
+xrealloc(void *p, size_t n)
+{
+	p = realloc(p, n ? n : 1);
+	if (!p)
+		die(EXIT_SOFTWARE, "out of memory");
+	return p;
+}
+
+char *
+xstrdup(const char *s)
+{
+	return s ? xmemdup(s, strlen(s)) : NULL;
+}
+
+char *
+xmemdup(const void *p, size_t n)
+{
+	char *d = xmalloc(n + 1);
+
+	if (n)
+		memcpy(d, p, n);
+	d[n] = '\0';
+	return d;
+}

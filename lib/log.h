@@ -10,6 +10,7 @@
 #define SLUICE_LOG_H
 
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 
 #define SLUICE_VERSION "0.1.0"
@@ -27,6 +28,12 @@ _Noreturn void die(int status, const char *fmt, ...) __attribute__((format(print
 /* "prog: <source>:<line>: message" */
 void linemsg(const char *source, unsigned long line, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
+
+/* Allocations that cannot fail: running out of memory is fatal (70). */
+void *xmalloc(size_t n);
+void *xrealloc(void *p, size_t n);
+char *xstrdup(const char *s);           /* NULL stays NULL */
+char *xmemdup(const void *p, size_t n); /* n bytes, then a NUL */
 
 /* Flushes and closes stdout; a failed write is an error of its own (74). */
 int finish_stdout(void);

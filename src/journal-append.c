@@ -166,28 +166,6 @@ uuid7(char out[37])
 }
 
 static char *
-xstrdup(const char *s)
-{
-	char *d = s ? strdup(s) : NULL;
-
-	if (s && !d)
-		die(EXIT_SOFTWARE, "out of memory");
-	return d;
-}
-
-static char *
-xmemdup(const char *p, size_t n, size_t extra)
-{
-	char *d = malloc(n + extra + 1);
-
-	if (!d)
-		die(EXIT_SOFTWARE, "out of memory");
-	memcpy(d, p, n);
-	d[n] = '\0';
-	return d;
-}
-
-static char *
 fmt(const char *f, ...) __attribute__((format(printf, 1, 2)));
 
 static char *
@@ -228,7 +206,7 @@ quarantine_row(struct rows *list, struct row *r, const char *data, size_t len, i
     const char *reason, char *detail)
 {
 	r->quarantine = 1;
-	r->bytes = xmemdup(data, len, 0);
+	r->bytes = xmemdup(data, len);
 	r->len = len;
 	r->raw_bytes = raw_bytes;
 	r->reason = reason;
@@ -380,7 +358,7 @@ take_line(struct rows *list, const char *data, size_t len, unsigned long lineno)
 		r->coalesce_key = build_coalesce_key(event);
 
 	if (r->event_id[0]) {
-		r->bytes = xmemdup(data, len, 0);
+		r->bytes = xmemdup(data, len);
 		r->len = len;
 	} else {
 		uuid7(r->event_id);

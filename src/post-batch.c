@@ -98,16 +98,6 @@ static long requests;
 static int stopped;            /* a batch-level failure happened: send nothing more */
 static int status = EXIT_OK;
 
-static void *
-xrealloc(void *p, size_t n)
-{
-	void *q = realloc(p, n);
-
-	if (!q)
-		die(EXIT_SOFTWARE, "out of memory");
-	return q;
-}
-
 static void
 buf_append(char **data, size_t *len, size_t *cap, const char *p, size_t n)
 {

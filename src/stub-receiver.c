@@ -225,35 +225,6 @@ static struct {
 
 /* --- small helpers --- */
 
-static void *
-xmalloc(size_t n)
-{
-	void *p = malloc(n ? n : 1);
-
-	if (!p)
-		die(EXIT_SOFTWARE, "out of memory");
-	return p;
-}
-
-static void *
-xrealloc(void *p, size_t n)
-{
-	p = realloc(p, n ? n : 1);
-	if (!p)
-		die(EXIT_SOFTWARE, "out of memory");
-	return p;
-}
-
-static char *
-xstrndup(const char *s, size_t n)
-{
-	char *d = xmalloc(n + 1);
-
-	memcpy(d, s, n);
-	d[n] = '\0';
-	return d;
-}
-
 struct buf {
 	char *p;
 	size_t len, cap;
@@ -319,7 +290,7 @@ json_text(const char *s)
 		return json_null();
 	if ((v = json_string(s)) != NULL)
 		return v;
-	copy = xstrndup(s, strlen(s));
+	copy = xstrdup(s);
 	for (char *p = copy; *p; p++)
 		if ((unsigned char)*p >= 0x80)
 			*p = '?';
@@ -1618,7 +1589,7 @@ load_token(void)
 
 		if (!v || !*v)
 			die(EXIT_CONFIG, "the token variable %s is unset or empty", opt.token_env);
-		st.token = xstrndup(v, strlen(v));
+		st.token = xstrdup(v);
 		st.tokenlen = strlen(v);
 	} else if (opt.token_file) {
 		st.token = read_file(opt.token_file, &st.tokenlen);
@@ -1728,7 +1699,7 @@ add_rule(const char *arg, int permanent)
 	r = &opt.rules[opt.nrules++];
 	memset(r, 0, sizeof *r);
 	r->permanent = permanent;
-	r->key = key = xstrndup(arg, (size_t)(eq - arg));
+	r->key = key = xmemdup(arg, (size_t)(eq - arg));
 	r->value = eq + 1;
 	r->valuelen = strlen(r->value);
 	for (tok = strtok_r(key, ".", &save); tok; tok = strtok_r(NULL, ".", &save)) {
@@ -1915,7 +1886,7 @@ main(int argc, char **argv)
 			break;
 		case O_ACCEPT_PUT:
 			free(opt.put_dir);
-			opt.put_dir = xstrndup(optarg, strlen(optarg));
+			opt.put_dir = xstrdup(optarg);
 			break;
 		case 'h': print_help(usage);
 		case 'V': print_version();
